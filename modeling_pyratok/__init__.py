@@ -1,0 +1,23 @@
+"""PyraTok: language-aligned pyramidal video tokenizer (transformers `PyraTokModel`, diffusers `AutoencoderPyraTok`)."""
+
+from transformers import AutoConfig, AutoModel
+
+from .autoencoder_pyratok import AutoencoderPyraTok
+from .configuration_pyratok import PRESETS, PyraTokConfig
+from .modeling_pyratok import PyraTokModel, PyraTokOutput, PyraTokTokens
+from .text_encoder_pyratok import PyraTokTextEncoder
+
+AutoConfig.register(PyraTokConfig.model_type, PyraTokConfig)
+AutoModel.register(PyraTokConfig, PyraTokModel)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "AutoencoderPyraTok",
+    "PyraTokConfig",
+    "PyraTokModel",
+    "PyraTokOutput",
+    "PyraTokTextEncoder",
+    "PyraTokTokens",
+]

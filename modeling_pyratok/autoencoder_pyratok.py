@@ -1,0 +1,270 @@
+"""`AutoencoderPyraTok`: PyraTok's diffusers face, call-compatible with `AutoencoderKL` / `AutoencoderKLWan`."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import AutoencoderMixin, DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils.accelerate_utils import apply_forward_hook
+
+from .checkpoint_pyratok import checkpoint_mismatch_message, load_state_dict_strict, load_weights, read_config
+from .checkpoint_pyratok import resolve_checkpoint
+from .configuration_pyratok import PyraTokConfig, config_field_names
+from .modeling_pyratok import PyraTokCore, TextInput
+
+# diffusers' AutoencoderKLWan tiling defaults, in pixels.
+DEFAULT_TILE_SAMPLE_SIZE = 256
+DEFAULT_TILE_SAMPLE_STRIDE = 192
+
+
+def _config_signature() -> inspect.Signature:
+    """`__init__(self, *, <every PyraTokConfig field>=<its default>)`: diffusers registers exactly this vocabulary."""
+    defaults = {f.name: f.default for f in dataclasses.fields(PyraTokConfig)}
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name]) for name in config_field_names()
+    ]
+    return inspect.Signature(params)
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, extent: int, dim: int) -> torch.Tensor:
+    """Linearly cross-fade the last `extent` slices of `a` into the first `extent` slices of `b` along `dim`."""
+    extent = min(a.shape[dim], b.shape[dim], extent)
+    if extent == 0:
+        return b
+    ramp_shape = [1] * b.ndim
+    ramp_shape[dim] = extent
+    ramp = torch.arange(extent, device=b.device, dtype=b.dtype).div(extent).view(ramp_shape)
+    b = b.clone()
+    head = b.narrow(dim, 0, extent)
+    head.copy_(a.narrow(dim, a.shape[dim] - extent, extent) * (1 - ramp) + head * ramp)
+    return b
+
+
+def _split_text(text: TextInput, batch_size: int) -> list[TextInput]:
+    """Per-item text for batch slicing (a single prompt or None applies to every item)."""
+    if text is None or isinstance(text, str):
+        return [text] * batch_size
+    text = list(text)
+    if len(text) != batch_size:
+        raise ValueError(f"got {len(text)} prompts for a batch of {batch_size} videos")
+    return [[t] for t in text]
+
+
+class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
+    r"""PyraTok as a diffusers VAE: drop-in for `AutoencoderKLWan` in a pipeline, plus a discrete-token API.
+
+    `encode(x).latent_dist` is deterministic (`sample() == mode() == ẑ`, the fused quantized latent, in the backbone's
+    latent space, so `latents_mean` / `latents_std` normalisation works as for Wan); `decode(z)` runs the frozen Wan
+    decoder. `encode_to_ids` / `decode_from_ids` give the per-level token ids for autoregressive or discrete-diffusion
+    priors. Images `(B, C, H, W)` are 1-frame videos (4-D in, 4-D out). Registered config = `PyraTokConfig` fields,
+    so a folder saved by `PyraTokModel` loads here and vice versa.
+    """
+
+    _supports_gradient_checkpointing = False
+    _no_split_modules = ["PyraTokBackbone", "PyraTokLaPQ"]
+
+    def __init__(self, **kwargs: Any):
+        super().__init__()
+        self.pyratok_config = PyraTokConfig(**kwargs)
+        # Register the resolved values (backbone defaults, z_dim, latents_mean, ...) that pipelines read from config.
+        self.register_to_config(**self.pyratok_config.to_init_kwargs())
+        self.core = PyraTokCore(self.pyratok_config)
+        self.temperal_downsample = list(self.pyratok_config.backbone_config["temperal_downsample"])
+        self.spatial_compression_ratio = self.pyratok_config.scale_factor_spatial
+        self.temporal_compression_ratio = self.pyratok_config.scale_factor_temporal
+        self.use_slicing = False
+        self.use_tiling = False
+        self.tile_sample_min_height = self.tile_sample_min_width = DEFAULT_TILE_SAMPLE_SIZE
+        self.tile_sample_stride_height = self.tile_sample_stride_width = DEFAULT_TILE_SAMPLE_STRIDE
+
+    # Set before `register_to_config` wraps `__init__`, which reads the signature to decide what to register.
+    __init__.__signature__ = _config_signature()
+    __init__ = register_to_config(__init__)
+
+    # ---- loading ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None, **kwargs: Any
+    ) -> AutoencoderPyraTok:
+        """Load a PyraTok checkpoint written by either class; a weight that does not fit raises `ValueError`."""
+        files = resolve_checkpoint(pretrained_model_name_or_path, subfolder, **kwargs)
+        if files.layout == "transformers":
+            raw = read_config(files.config_file)
+            model = cls(**{k: v for k, v in raw.items() if k in config_field_names()})
+            load_state_dict_strict(model, load_weights(files), str(pretrained_model_name_or_path))
+            dtype = kwargs.get("torch_dtype")
+            return (model.to(dtype) if dtype is not None else model).eval()
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, subfolder=subfolder, output_loading_info=True, **kwargs
+        )
+        bad = [info.get(k) or [] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")]
+        if any(bad):
+            raise ValueError(checkpoint_mismatch_message(str(pretrained_model_name_or_path), *bad))
+        return (model, info) if want_info else model
+
+    # ---- tiling -----------------------------------------------------------------------------------------------------
+    def enable_tiling(
+        self,
+        tile_sample_min_height: int | None = None,
+        tile_sample_min_width: int | None = None,
+        tile_sample_stride_height: int | None = None,
+        tile_sample_stride_width: int | None = None,
+    ) -> None:
+        """Encode and decode in overlapping spatial tiles (pixels), blended linearly, to bound memory.
+
+        Tile sizes and strides must be multiples of `spatial_multiple` (backbone factor x deepest level stride) so
+        that every tile is a valid PyraTok input.
+        """
+        sizes = {
+            "tile_sample_min_height": tile_sample_min_height or self.tile_sample_min_height,
+            "tile_sample_min_width": tile_sample_min_width or self.tile_sample_min_width,
+            "tile_sample_stride_height": tile_sample_stride_height or self.tile_sample_stride_height,
+            "tile_sample_stride_width": tile_sample_stride_width or self.tile_sample_stride_width,
+        }
+        m = self.pyratok_config.spatial_multiple
+        bad = {k: v for k, v in sizes.items() if v % m or v <= 0}
+        if bad:
+            raise ValueError(f"tile sizes and strides must be positive multiples of {m}; got {bad}")
+        if sizes["tile_sample_stride_height"] > sizes["tile_sample_min_height"] or (
+            sizes["tile_sample_stride_width"] > sizes["tile_sample_min_width"]
+        ):
+            raise ValueError(f"tile strides must not exceed tile sizes (tiles would leave gaps); got {sizes}")
+        for k, v in sizes.items():
+            setattr(self, k, v)
+        self.use_tiling = True
+        self.core.backbone.vae.enable_tiling(**sizes)
+
+    def disable_tiling(self) -> None:
+        self.use_tiling = False
+        self.core.backbone.vae.disable_tiling()
+
+    # ---- encode -----------------------------------------------------------------------------------------------------
+    def _encode_latent(self, x: torch.Tensor, text: TextInput) -> torch.Tensor:
+        core = self.core
+        embeds, mask, present = core.text_condition(x.shape[0], x.device, text)
+        return core.quantize(x, embeds, mask, present, compute_losses=False)[0].latent
+
+    def _tiled_encode_latent(self, x: torch.Tensor, text: TextInput) -> torch.Tensor:
+        """Encode overlapping pixel tiles separately and blend their latents (each tile is a full PyraTok input)."""
+        s = self.pyratok_config.scale_factor_spatial
+        th, tw = self.tile_sample_min_height, self.tile_sample_min_width
+        sh, sw = self.tile_sample_stride_height, self.tile_sample_stride_width
+        height, width = x.shape[-2:]
+        blend_h, blend_w = (th - sh) // s, (tw - sw) // s
+        rows = []
+        for top in range(0, height, sh):
+            row = []
+            for left in range(0, width, sw):
+                tile = x[..., top : min(top + th, height), left : min(left + tw, width)]
+                row.append(self._encode_latent(tile, text))
+            rows.append(row)
+        out_rows = []
+        for i, row in enumerate(rows):
+            pieces = []
+            for j, tile in enumerate(row):
+                if i > 0:
+                    tile = _blend(rows[i - 1][j], tile, blend_h, dim=-2)
+                if j > 0:
+                    tile = _blend(row[j - 1], tile, blend_w, dim=-1)
+                pieces.append(tile[..., : sh // s, : sw // s])
+            out_rows.append(torch.cat(pieces, dim=-1))
+        return torch.cat(out_rows, dim=-2)[..., : height // s, : width // s]
+
+    def _encode(self, x: torch.Tensor, text: TextInput) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if self.use_tiling and (height > self.tile_sample_min_height or width > self.tile_sample_min_width):
+            self._check_tileable(height, width)
+            return self._tiled_encode_latent(x, text)
+        return self._encode_latent(x, text)
+
+    def _check_tileable(self, height: int, width: int) -> None:
+        # Edge tiles are cut at the border; each must still be a valid PyraTok input.
+        m = self.pyratok_config.spatial_multiple
+        for size, stride, name in ((height, self.tile_sample_stride_height, "H"), (width, self.tile_sample_stride_width, "W")):
+            if any((size - start) % m for start in range(0, size, stride)):
+                raise ValueError(f"{name}={size} cannot be tiled with stride {stride} into multiples of {m}")
+
+    @apply_forward_hook
+    def encode(
+        self, x: torch.Tensor, return_dict: bool = True, text: TextInput = None
+    ) -> AutoencoderKLOutput | tuple[DiagonalGaussianDistribution]:
+        """Encode videos `(B, C, T, H, W)` or images `(B, C, H, W)` in [-1, 1].
+
+        Args:
+            x: Input pixels; `T = 4k + 1`, H and W multiples of `pyratok_config.spatial_multiple`.
+            return_dict: Return an `AutoencoderKLOutput` (else a 1-tuple).
+            text: Optional prompt(s) steering the quantization (`str`, one per item, or None).
+
+        Returns:
+            `latent_dist`: a deterministic `DiagonalGaussianDistribution` over `ẑ (B, z_dim, T', H', W')`.
+        """
+        x5, is_image = self.core.check_video(x, name="x")
+        if self.use_slicing and x5.shape[0] > 1:
+            texts = _split_text(text, x5.shape[0])
+            z = torch.cat([self._encode(xi, ti) for xi, ti in zip(x5.split(1), texts, strict=True)])
+        else:
+            z = self._encode(x5, text)
+        if is_image:
+            z = z[:, :, 0]
+        posterior = DiagonalGaussianDistribution(torch.cat([z, torch.zeros_like(z)], dim=1), deterministic=True)
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    # ---- decode -----------------------------------------------------------------------------------------------------
+    @apply_forward_hook
+    def decode(
+        self, z: torch.Tensor, return_dict: bool = True, generator: torch.Generator | None = None
+    ) -> DecoderOutput | tuple[torch.Tensor]:
+        """Decode latents `(B, z_dim, T', H', W')` (or `(B, z_dim, H', W')`) to pixels in [-1, 1].
+
+        `generator` is accepted for `AutoencoderKL` call compatibility; decoding is deterministic.
+        """
+        z5, is_image = self.core.check_latent(z)
+        if self.use_slicing and z5.shape[0] > 1:
+            video = torch.cat([self.core.decode_latent(zi) for zi in z5.split(1)])
+        else:
+            video = self.core.decode_latent(z5)
+        if is_image:
+            video = video[:, :, 0]
+        return DecoderOutput(sample=video) if return_dict else (video,)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        sample_posterior: bool = False,
+        return_dict: bool = True,
+        generator: torch.Generator | None = None,
+        text: TextInput = None,
+    ) -> DecoderOutput | tuple[torch.Tensor]:
+        """Encode then decode (`sample_posterior` is accepted for compatibility: the posterior is deterministic)."""
+        posterior = self.encode(sample, text=text).latent_dist
+        z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
+        return self.decode(z, return_dict=return_dict)
+
+    # ---- discrete tokens ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_to_ids(self, x: torch.Tensor, text: TextInput = None) -> list[torch.Tensor]:
+        """Pixels → one int64 id tensor per level `(B, T', H_l, W_l)` in `[0, 2**codebook_dim)`, shallow to deep.
+
+        Runs untiled: token grids are not blended across tiles.
+        """
+        x5, _ = self.core.check_video(x, name="x")
+        embeds, mask, present = self.core.text_condition(x5.shape[0], x5.device, text)
+        return list(self.core.quantize(x5, embeds, mask, present, compute_losses=False)[0].ids)
+
+    @torch.no_grad()
+    def decode_from_ids(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-level ids (as `encode_to_ids` returns) → video `(B, C, T, H, W)` in [-1, 1]."""
+        return self.core.decode_latent(self.core.ids_to_latent(list(ids)))
+
+
+__all__ = ["AutoencoderPyraTok"]

@@ -1,0 +1,242 @@
+"""Frozen Wan VAE backbone with encoder stage taps and LoRA on every encoder conv (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import (
+    WanCausalConv3d,
+    WanResample,
+    WanResidualDownBlock,
+    patchify,
+)
+from diffusers.utils import BaseOutput
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora.layer import Conv3d as PeftLoraConv3d
+from peft.tuners.lora.layer import LoraLayer
+
+LORA_ADAPTER_NAME = "default"
+
+
+@dataclass
+class PyraTokBackboneFeatures(BaseOutput):
+    """Encoder taps of one clip.
+
+    Args:
+        features: Stage outputs `F1..F_S` shallow to deep, each `(B, C_s, T_s, H_s, W_s)`; the last one is the
+            encoder output (`2 * z_dim` channels on the latent grid).
+        moments: Posterior parameters `(B, 2 * z_dim, T', H', W')` after `quant_conv` (mean, then log-variance).
+    """
+
+    features: tuple[torch.Tensor, ...] = ()
+    moments: torch.Tensor | None = None
+
+
+def _causal_conv_padding(conv: WanCausalConv3d) -> tuple[int, int, int]:
+    # WanCausalConv3d zeroes `padding` and keeps (w, w, h, h, 2*t, 0) in `_padding`; recover the (t, h, w) it was built with.
+    pad = conv._padding
+    return (pad[4] // 2, pad[2], pad[0])
+
+
+class PyraTokLoraCausalConv3d(PeftLoraConv3d):
+    """LoRA for `WanCausalConv3d`, registered with peft's custom-module API.
+
+    peft's own Conv3d LoRA rebuilds `lora_A` as `type(base_layer)(..., bias=False)`, which `WanCausalConv3d` rejects,
+    and it would call `lora_A(x)` without the causal cache. Here `lora_A` is a causal conv with the base conv's kernel,
+    stride and padding that receives the same `cache_x`, and `lora_B` is a zero-initialised 1x1x1 conv, so a fresh
+    adapter leaves the encoder's output bit-identical.
+    """
+
+    def update_layer(self, adapter_name: str, r: int, lora_alpha: int, config: LoraConfig, **kwargs: Any) -> None:
+        if r <= 0:
+            raise ValueError(f"LoRA rank must be positive, got r={r}")
+        base = self.get_base_layer()
+        self.r[adapter_name] = r
+        self.lora_alpha[adapter_name] = lora_alpha
+        self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        self.lora_A[adapter_name] = WanCausalConv3d(
+            self.in_features, r, base.kernel_size, stride=base.stride, padding=_causal_conv_padding(base)
+        )
+        # lora_A inherits a bias from nn.Conv3d; LoRA's down-projection has none.
+        self.lora_A[adapter_name].bias = None
+        self.lora_B[adapter_name] = nn.Conv3d(r, self.out_features, 1, bias=False)
+        self.lora_bias[adapter_name] = False
+        self.use_rslora[adapter_name] = config.use_rslora
+        self.use_dora[adapter_name] = False
+        self.scaling[adapter_name] = lora_alpha / (math.sqrt(r) if config.use_rslora else r)
+        self.reset_lora_parameters(adapter_name, config.init_lora_weights)
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def get_delta_weight(self, adapter: str) -> torch.Tensor:
+        # lora_B is 1x1x1, so the composed kernel is a plain channel mix of lora_A's kernel (exact for every kernel
+        # shape; peft's generic conv path special-cases 2-D 1x1 kernels and mis-shapes 3-D ones).
+        a, b = self.lora_A[adapter].weight, self.lora_B[adapter].weight
+        return torch.einsum("or,rikhw->oikhw", b.flatten(1).float(), a.float()).to(a.dtype) * self.scaling[adapter]
+
+    def forward(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+        result = self.base_layer(x, cache_x)
+        if self.disable_adapters or self.merged:
+            return result
+        for name in self.active_adapters:
+            if name not in self.lora_A:
+                continue
+            lora_x = self._cast_input_dtype(x, self.lora_A[name].weight.dtype)
+            lora_cache = None if cache_x is None else cache_x.to(lora_x.dtype)
+            # Dropout on the current chunk only: the cached frames were already seen (and dropped) last chunk.
+            down = self.lora_A[name](self.lora_dropout[name](lora_x), lora_cache)
+            result = result + (self.lora_B[name](down) * self.scaling[name]).to(result.dtype)
+        return result
+
+
+def encoder_conv_names(encoder: nn.Module) -> list[str]:
+    """Names of every conv in the Wan encoder (causal 3D convs, resample and attention 2D convs)."""
+    return [name for name, m in encoder.named_modules() if isinstance(m, WanCausalConv3d | nn.Conv2d)]
+
+
+def encoder_stage_taps(encoder: nn.Module) -> list[nn.Module]:
+    """The last module of each spatially downsampling encoder stage (`F1..F_{S-1}`), shallow to deep."""
+    taps = []
+    for block in encoder.down_blocks:
+        if isinstance(block, WanResample) and block.mode.startswith("downsample"):
+            taps.append(block)
+        elif isinstance(block, WanResidualDownBlock) and block.downsampler is not None:
+            taps.append(block)
+    return taps
+
+
+class PyraTokBackbone(nn.Module):
+    """A frozen diffusers `AutoencoderKLWan` whose encoder exposes its stage features and carries LoRA adapters.
+
+    Args:
+        backbone_config: `AutoencoderKLWan` init args.
+        lora_rank: LoRA rank on every encoder conv (0: no LoRA).
+        lora_alpha: LoRA alpha (scaling = alpha / rank).
+        lora_dropout: Dropout on the LoRA branch input.
+    """
+
+    def __init__(self, backbone_config: dict[str, Any], lora_rank: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0):
+        super().__init__()
+        self.vae = AutoencoderKLWan(**backbone_config)
+        self.vae.requires_grad_(False)
+        self.lora_rank = lora_rank
+        if lora_rank > 0:
+            lora_config = LoraConfig(
+                r=lora_rank,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=encoder_conv_names(self.vae.encoder),
+                init_lora_weights=True,
+            )
+            lora_config._register_custom_module({WanCausalConv3d: PyraTokLoraCausalConv3d})
+            inject_adapter_in_model(lora_config, self.vae.encoder, adapter_name=LORA_ADAPTER_NAME)
+
+    @property
+    def z_dim(self) -> int:
+        return self.vae.config.z_dim
+
+    @property
+    def temporal_chunk(self) -> int:
+        """Frames per causal encoder chunk after the first frame (the temporal compression factor)."""
+        return 2 ** sum(self.vae.config.temperal_downsample)
+
+    def feature_channels(self) -> list[int]:
+        """Channels of `F1..F_S` (stage outputs, then the encoder output)."""
+        dims = [self.vae.config.base_dim * m for m in self.vae.config.dim_mult]
+        return dims[: len(encoder_stage_taps(self.vae.encoder))] + [2 * self.z_dim]
+
+    def lora_parameters(self) -> Iterator[nn.Parameter]:
+        for name, param in self.vae.encoder.named_parameters():
+            if "lora_" in name:
+                yield param
+
+    @contextlib.contextmanager
+    def lora_disabled(self) -> Iterator[None]:
+        """Run the encoder as the frozen pretrained one (adapters bypassed) inside this block."""
+        layers = [m for m in self.vae.encoder.modules() if isinstance(m, LoraLayer)]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+
+    @contextlib.contextmanager
+    def merged_lora(self) -> Iterator[None]:
+        """Fold the adapters into the frozen conv weights inside this block (inference speed: no LoRA branch).
+
+        The original weights are restored exactly on exit (copied back, not un-merged by subtraction).
+        """
+        layers = [m for m in self.vae.encoder.modules() if isinstance(m, LoraLayer) and not m.merged]
+        saved = [m.get_base_layer().weight.detach().clone() for m in layers]
+        try:
+            with torch.no_grad():
+                for layer in layers:
+                    layer.merge()
+            yield
+        finally:
+            with torch.no_grad():
+                for layer, weight in zip(layers, saved, strict=True):
+                    layer.get_base_layer().weight.copy_(weight)
+                    layer.merged_adapters.clear()
+
+    def encode_features(self, x: torch.Tensor) -> PyraTokBackboneFeatures:
+        """Encode a clip in Wan's causal chunks (first frame, then `temporal_chunk` frames) and collect stage taps.
+
+        Args:
+            x: `(B, C, T, H, W)` in [-1, 1] with `T = temporal_chunk * k + 1` (validated by the callers).
+
+        Returns:
+            `PyraTokBackboneFeatures` with per-chunk tap outputs concatenated along time.
+        """
+        vae = self.vae
+        if vae.config.patch_size is not None:
+            x = patchify(x, patch_size=vae.config.patch_size)
+        taps = encoder_stage_taps(vae.encoder)
+        collected: list[list[torch.Tensor]] = [[] for _ in taps]
+        # Hooks live only for this call: no state survives on the module (deepcopy, pickling and FSDP stay simple).
+        handles = [
+            tap.register_forward_hook(lambda _m, _inp, out, i=i: collected[i].append(out)) for i, tap in enumerate(taps)
+        ]
+        vae.clear_cache()
+        try:
+            chunk = self.temporal_chunk
+            starts = [0] + list(range(1, x.shape[2], chunk))
+            outs = []
+            for start in starts:
+                vae._enc_conv_idx = [0]
+                stop = 1 if start == 0 else start + chunk
+                outs.append(
+                    vae.encoder(x[:, :, start:stop], feat_cache=vae._enc_feat_map, feat_idx=vae._enc_conv_idx)
+                )
+        finally:
+            for handle in handles:
+                handle.remove()
+            vae.clear_cache()
+        enc = torch.cat(outs, dim=2)
+        features = tuple(torch.cat(parts, dim=2) for parts in collected) + (enc,)
+        return PyraTokBackboneFeatures(features=features, moments=vae.quant_conv(enc))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode a latent `(B, z_dim, T', H', W')` to a video `(B, C, T, H, W)` clamped to [-1, 1].
+
+        Uses the backbone's own tiling when `self.vae.use_tiling` is on.
+        """
+        return self.vae._decode(z).sample
+
+
+__all__ = [
+    "PyraTokBackbone",
+    "PyraTokBackboneFeatures",
+    "PyraTokLoraCausalConv3d",
+    "encoder_conv_names",
+    "encoder_stage_taps",
+]

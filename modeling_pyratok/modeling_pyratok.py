@@ -1,0 +1,508 @@
+"""PyraTok: language-aligned pyramidal video tokenizer, `transformers` face (`PyraTokModel`) and the shared core."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .backbone_pyratok import PyraTokBackbone
+from .checkpoint_pyratok import (
+    checkpoint_mismatch_message,
+    load_state_dict_strict,
+    load_weights,
+    read_config,
+    resolve_checkpoint,
+)
+from .configuration_pyratok import PyraTokConfig, config_field_names
+from .quantizer_pyratok import PyraTokLaPQ
+from .text_encoder_pyratok import PyraTokTextEncoder
+
+# Values more than this outside [-1, 1] mean the caller passed [0, 1] or [0, 255] pixels, not a rounding slip.
+_RANGE_TOLERANCE = 1e-3
+
+TextInput = str | Sequence[str | None] | None
+
+
+@dataclass
+class PyraTokOutput(ModelOutput):
+    """Output of `PyraTokModel.forward`.
+
+    Args:
+        loss: `codebook_weight * quantizer loss + latent_loss_weight * latent loss` (scalar); reconstruction, AR and
+            drift terms are added by `training/`.
+        losses: Unweighted named breakdown (quantizer terms and `"latent"`).
+        reconstruction: `(B, 3, T, H, W)` in [-1, 1] (`(B, 3, H, W)` for image input).
+        latent: Fused decoder latent `(B, z_dim, T', H', W')`.
+        codes: Per level `(B, codebook_dim, T', H_l, W_l)` in {-1, +1}.
+        ids: Per level `(B, T', H_l, W_l)` int64 in `[0, 2**codebook_dim)`.
+    """
+
+    loss: torch.Tensor | None = None
+    losses: dict[str, torch.Tensor] | None = None
+    reconstruction: torch.Tensor | None = None
+    latent: torch.Tensor | None = None
+    codes: tuple[torch.Tensor, ...] | None = None
+    ids: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class PyraTokTokens(ModelOutput):
+    """Discrete tokens of a batch of clips: what `tokenize` returns and `detokenize` takes.
+
+    Args:
+        ids: One int64 tensor per pyramid level, `(B, T', H_l, W_l)`, values in `[0, 2**codebook_dim)`, shallow to deep.
+        latent_size: `(T', H', W')`, the decoder latent grid.
+        is_image: Whether the input was `(B, 3, H, W)` images (then `detokenize` returns images).
+    """
+
+    ids: list[torch.Tensor] | None = None
+    latent_size: tuple[int, int, int] | None = None
+    is_image: bool = False
+
+
+class PyraTokCore(nn.Module):
+    """Backbone + LaPQ + validation, shared by `PyraTokModel` and `AutoencoderPyraTok` (one weight layout).
+
+    Args:
+        config: A `PyraTokConfig`.
+    """
+
+    def __init__(self, config: PyraTokConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = PyraTokBackbone(
+            config.backbone_config,
+            lora_rank=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+        )
+        channels = self.backbone.feature_channels()
+        self.quantizer = PyraTokLaPQ(
+            feature_channels=channels[len(channels) - config.num_levels :],
+            z_dim=config.z_dim,
+            text_embed_dim=config.text_embed_dim,
+            level_spatial_strides=config.level_spatial_strides,
+            hidden_size=config.hidden_size,
+            num_heads=config.num_attention_heads,
+            mlp_ratio=config.mlp_ratio,
+            codebook_dim=config.codebook_dim,
+            semantic_dim=config.semantic_dim,
+            fusion_hidden_size=config.fusion_hidden_size,
+            bit_inverse_temperature=config.bit_inverse_temperature,
+            entropy_mode=config.entropy_mode,
+            entropy_num_groups=config.entropy_num_groups,
+            commitment_weight=config.commitment_weight,
+            entropy_weight=config.entropy_weight,
+            hierarchical_weight=config.hierarchical_weight,
+            text_alignment_weight=config.text_alignment_weight,
+            text_codebook_weight=config.text_codebook_weight,
+        )
+        # A plain attribute, not a submodule: the frozen text encoder never enters the state dict.
+        self.text_encoder: PyraTokTextEncoder | None = None
+
+    # ---- input validation -------------------------------------------------------------------------------------
+    @property
+    def video_channels(self) -> int:
+        bb = self.config.backbone_config
+        return bb["in_channels"] // (bb.get("patch_size") or 1) ** 2
+
+    def check_video(self, pixel_values: Any, name: str = "pixel_values") -> tuple[torch.Tensor, bool]:
+        """Validate a video `(B, C, T, H, W)` or image batch `(B, C, H, W)` in [-1, 1].
+
+        Returns:
+            The input as a 5-D tensor in the model's dtype, and whether it was a 4-D image batch.
+        """
+        if not isinstance(pixel_values, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(pixel_values).__name__}")
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"{name} has dtype {pixel_values.dtype}; pass float pixels in [-1, 1] (e.g. uint8 / 127.5 - 1)"
+            )
+        if pixel_values.ndim not in (4, 5):
+            raise ValueError(
+                f"{name} has shape {tuple(pixel_values.shape)}; expected (B, C, T, H, W) videos or (B, C, H, W) images"
+            )
+        is_image = pixel_values.ndim == 4
+        x = pixel_values.unsqueeze(2) if is_image else pixel_values
+        b, c, t, h, w = x.shape
+        if b == 0:
+            raise ValueError(f"{name} has an empty batch: shape {tuple(pixel_values.shape)}")
+        if c != self.video_channels:
+            raise ValueError(f"{name} has {c} channels; this model takes {self.video_channels}")
+        chunk = self.backbone.temporal_chunk
+        if (t - 1) % chunk:
+            lo = (t - 1) // chunk * chunk + 1
+            raise ValueError(
+                f"{name} has T={t} frames; PyraTok needs T = {chunk}k + 1 (e.g. {lo} or {lo + chunk}): the backbone "
+                f"encodes the first frame alone, then chunks of {chunk}"
+            )
+        m = self.config.spatial_multiple
+        if h % m or w % m:
+            raise ValueError(
+                f"{name} has H x W = {h} x {w}; both must be multiples of {m} (backbone factor "
+                f"{self.config.scale_factor_spatial} x deepest level stride {max(self.config.level_spatial_strides)})"
+            )
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or Inf values")
+        lo, hi = x.min().item(), x.max().item()
+        if lo < -1 - _RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
+            raise ValueError(f"{name} values span [{lo:.3g}, {hi:.3g}]; PyraTok takes pixels in [-1, 1]")
+        return x.to(self.backbone.vae.dtype), is_image
+
+    def latent_size(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        s = self.config.scale_factor_spatial
+        return ((num_frames - 1) // self.backbone.temporal_chunk + 1, height // s, width // s)
+
+    def merged_lora(self):
+        """Context manager: LoRA folded into the encoder convs for faster inference, exact weights restored after."""
+        return self.core.backbone.merged_lora()
+
+    # ---- text ---------------------------------------------------------------------------------------------------
+    def get_text_encoder(self) -> PyraTokTextEncoder:
+        """The frozen text encoder, loaded on first use from `config.text_encoder_name_or_path`."""
+        if self.text_encoder is None:
+            encoder = PyraTokTextEncoder.from_name_or_path(
+                self.config.text_encoder_name_or_path, max_length=self.config.text_max_length
+            )
+            self.set_text_encoder(encoder)
+        return self.text_encoder
+
+    def set_text_encoder(self, encoder: PyraTokTextEncoder) -> None:
+        if encoder.embed_dim != self.config.text_embed_dim:
+            raise ValueError(
+                f"text encoder hidden size {encoder.embed_dim} != config.text_embed_dim={self.config.text_embed_dim}"
+            )
+        self.text_encoder = encoder
+
+    def text_condition(
+        self,
+        batch_size: int,
+        device: torch.device,
+        text: TextInput = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """Turn one of (prompts | token ids | embeddings | nothing) into text embeddings for the quantizer.
+
+        Returns:
+            `text_embeds (B, L, D)` float32 or None, `mask (B, L)` bool or None, `present (B,)` bool (False → the
+            learned null-text embedding stands in for that item).
+        """
+        given = [n for n, v in (("text", text), ("input_ids", input_ids), ("text_embeds", text_embeds)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"pass at most one of text, input_ids, text_embeds; got {given}")
+        present = torch.ones(batch_size, dtype=torch.bool, device=device)
+        embeds = mask = None
+        if text is not None:
+            prompts = [text] * batch_size if isinstance(text, str) else list(text)
+            if len(prompts) != batch_size:
+                raise ValueError(f"got {len(prompts)} prompts for a batch of {batch_size} videos")
+            for i, p in enumerate(prompts):
+                if p is not None and not isinstance(p, str):
+                    raise ValueError(f"text[{i}] is {type(p).__name__}; prompts are str or None")
+                if p is not None and not p.strip():
+                    raise ValueError(f"text[{i}] is empty; pass None (not '') to encode that item without text")
+            present = torch.tensor([p is not None for p in prompts], dtype=torch.bool, device=device)
+            if present.any():
+                # Items without text get a placeholder prompt whose embedding the null embedding then replaces.
+                embeds, mask = self.get_text_encoder()([p if p is not None else " " for p in prompts], device)
+        elif input_ids is not None:
+            if input_ids.ndim != 2 or input_ids.shape[0] != batch_size:
+                raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected ({batch_size}, L)")
+            embeds, mask = self.get_text_encoder().embed_ids(input_ids, attention_mask, device)
+        elif text_embeds is not None:
+            embeds, mask = self._check_text_embeds(text_embeds, text_attention_mask, batch_size, device)
+        else:
+            present = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        if embeds is not None and self.training and self.config.text_dropout > 0:
+            present = present & (torch.rand(batch_size, device=device) >= self.config.text_dropout)
+        return embeds, mask, present
+
+    def _check_text_embeds(
+        self, text_embeds: torch.Tensor, mask: torch.Tensor | None, batch_size: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.config.text_embed_dim
+        if text_embeds.ndim != 3 or text_embeds.shape[0] != batch_size or text_embeds.shape[2] != d:
+            raise ValueError(f"text_embeds has shape {tuple(text_embeds.shape)}; expected ({batch_size}, L, {d})")
+        if text_embeds.shape[1] == 0:
+            raise ValueError("text_embeds has no tokens (L=0); pass None to encode without text")
+        if not torch.isfinite(text_embeds).all():
+            raise ValueError("text_embeds contains NaN or Inf values")
+        if mask is None:
+            mask = torch.ones(text_embeds.shape[:2], dtype=torch.bool, device=device)
+        elif tuple(mask.shape) != tuple(text_embeds.shape[:2]):
+            raise ValueError(f"text_attention_mask has shape {tuple(mask.shape)}; expected {tuple(text_embeds.shape[:2])}")
+        mask = mask.to(device).bool()
+        if not mask.any(dim=1).all():
+            empty = torch.nonzero(~mask.any(dim=1)).flatten().tolist()
+            raise ValueError(f"text_attention_mask masks every token of items {empty}; pass None for no text")
+        return text_embeds.to(device=device, dtype=torch.float32), mask
+
+    # ---- encode / decode ----------------------------------------------------------------------------------------
+    def quantize(
+        self, x: torch.Tensor, text_embeds, text_mask, present, compute_losses: bool
+    ) -> tuple[Any, torch.Tensor]:
+        """Run backbone + LaPQ on a validated 5-D clip. Returns the quantizer output and the posterior moments."""
+        feats = self.backbone.encode_features(x)
+        latent_size = tuple(feats.moments.shape[2:])
+        taps = feats.features[len(feats.features) - self.config.num_levels :]
+        out = self.quantizer(
+            list(taps),
+            latent_size,
+            text_embeds=text_embeds,
+            text_attention_mask=text_mask,
+            text_present=present,
+            compute_losses=compute_losses,
+        )
+        return out, feats.moments
+
+    def frozen_posterior_mean(self, x: torch.Tensor, moments: torch.Tensor) -> torch.Tensor:
+        """The pretrained (LoRA-free) encoder's posterior mean: the target of the auxiliary latent loss."""
+        if self.config.lora_rank == 0:
+            return moments[:, : self.config.z_dim].detach()
+        with torch.no_grad(), self.backbone.lora_disabled():
+            return self.backbone.encode_features(x).moments[:, : self.config.z_dim]
+
+    def check_latent(self, latent: Any) -> tuple[torch.Tensor, bool]:
+        if not isinstance(latent, torch.Tensor) or latent.ndim not in (4, 5):
+            shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+            raise ValueError(f"latent must be a (B, z_dim, T', H', W') or (B, z_dim, H', W') tensor, got {shape}")
+        if latent.shape[1] != self.config.z_dim:
+            raise ValueError(f"latent has {latent.shape[1]} channels; z_dim={self.config.z_dim}")
+        is_image = latent.ndim == 4
+        return (latent.unsqueeze(2) if is_image else latent), is_image
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """`(B, z_dim, T', H', W')` → `(B, C, T, H, W)` in [-1, 1]."""
+        return self.backbone.decode(latent.to(self.backbone.vae.dtype))
+
+    def ids_to_latent(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-level ids → the fused decoder latent `(B, z_dim, T', H', W')` (validated by the quantizer)."""
+        if not isinstance(ids, list | tuple) or len(ids) != self.config.num_levels:
+            raise ValueError(f"expected a list of {self.config.num_levels} id tensors (one per level), got {type(ids)}")
+        t, h, w = ids[0].shape[1:]
+        s0 = self.config.level_spatial_strides[0]
+        codes = self.quantizer.ids_to_codes(list(ids))
+        return self.quantizer.codes_to_latent(codes, (t, h * s0, w * s0))
+
+
+class PyraTokPreTrainedModel(PreTrainedModel):
+    config_class = PyraTokConfig
+    base_model_prefix = "core"
+    main_input_name = "pixel_values"
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["PyraTokBackbone", "PyraTokLaPQ"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Every PyraTok block initialises itself in its constructor (zero-init LoRA B, zero-init attention output,
+        # Wan's own conv init); a generic re-init here would silently break "fresh LoRA == frozen encoder".
+        return
+
+
+class PyraTokModel(PyraTokPreTrainedModel):
+    """PyraTok tokenizer: video (+ optional text) → per-level discrete tokens → video.
+
+    Example:
+        ```python
+        >>> cfg = PyraTokConfig.from_preset("tiny")
+        >>> model = PyraTokModel(cfg)
+        >>> video = torch.rand(1, 3, 9, 64, 64) * 2 - 1
+        >>> tokens = model.tokenize(video, text="a red square moves right")
+        >>> [t.shape for t in tokens.ids]   # (B, T', H_l, W_l) per level
+        >>> video_hat = model.detokenize(tokens)
+        ```
+    """
+
+    def __init__(self, config: PyraTokConfig):
+        super().__init__(config)
+        self.core = PyraTokCore(config)
+        self.post_init()
+
+    # ---- loading ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs) -> PyraTokModel:
+        """Load a PyraTok checkpoint (Hub id or folder) written by `PyraTokModel` or `AutoencoderPyraTok`.
+
+        Any missing, unexpected or wrongly shaped weight raises `ValueError` naming it, rather than leaving part of
+        the tokenizer randomly initialised.
+        """
+        subfolder = kwargs.get("subfolder") or None
+        files = resolve_checkpoint(pretrained_model_name_or_path, subfolder, **kwargs)
+        if files.layout == "diffusers":
+            return cls._from_diffusers_folder(files, str(pretrained_model_name_or_path), kwargs)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        bad = {k: info.get(k) or [] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        if any(bad.values()):
+            raise ValueError(
+                checkpoint_mismatch_message(
+                    str(pretrained_model_name_or_path), bad["missing_keys"], bad["unexpected_keys"], bad["mismatched_keys"]
+                )
+            )
+        return (model, info) if want_info else model
+
+    @classmethod
+    def _from_diffusers_folder(cls, files, source: str, kwargs: dict[str, Any]) -> PyraTokModel:
+        raw = read_config(files.config_file)
+        fields = {k: v for k, v in raw.items() if k in config_field_names()}
+        model = cls(PyraTokConfig(**fields))
+        # The diffusers face stores the same core under the same prefix: the keys match one to one.
+        load_state_dict_strict(model, load_weights(files), source)
+        dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
+        if dtype is not None:
+            model.to(dtype)
+        return model.eval()
+
+    def load_pretrained_backbone(self, name_or_path: str | None = None, subfolder: str | None = None, **kwargs) -> None:
+        """Copy pretrained `AutoencoderKLWan` weights into the frozen backbone (training starts here).
+
+        Args:
+            name_or_path: Hub id or folder; default `config.backbone_name_or_path`.
+            subfolder: default `config.backbone_subfolder` (`"vae"` for the Wan diffusers repos).
+        """
+        from diffusers import AutoencoderKLWan
+
+        name_or_path = name_or_path or self.config.backbone_name_or_path
+        if name_or_path is None:
+            raise ValueError("no backbone to load: pass name_or_path or set config.backbone_name_or_path")
+        subfolder = subfolder if subfolder is not None else self.config.backbone_subfolder
+        pretrained = AutoencoderKLWan.from_pretrained(name_or_path, subfolder=subfolder or None, **kwargs)
+        expected = {k: v for k, v in self.config.backbone_config.items() if not k.startswith("_")}
+        differing = sorted(k for k, v in expected.items() if k in pretrained.config and pretrained.config[k] != v)
+        if differing:
+            raise ValueError(f"backbone {name_or_path!r} differs from config.backbone_config in {differing}")
+        state = pretrained.state_dict()
+        vae = self.core.backbone.vae
+        # LoRA wraps encoder convs: their frozen weights live under `.base_layer`.
+        own = {k.replace(".base_layer", ""): k for k in vae.state_dict() if "lora_" not in k}
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(checkpoint_mismatch_message(str(name_or_path), missing, unexpected, []))
+        vae.load_state_dict({own[k]: v for k, v in state.items()}, strict=False)
+
+    # ---- text -----------------------------------------------------------------------------------------------------
+    def get_text_encoder(self) -> PyraTokTextEncoder:
+        return self.core.get_text_encoder()
+
+    def set_text_encoder(self, encoder: PyraTokTextEncoder) -> None:
+        """Use an already loaded text encoder (its hidden size must equal `config.text_embed_dim`)."""
+        self.core.set_text_encoder(encoder)
+
+    # ---- main API ---------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        text: TextInput = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        return_loss: bool = True,
+        return_dict: bool = True,
+    ) -> PyraTokOutput | tuple:
+        """Tokenize and reconstruct a batch of clips.
+
+        Args:
+            pixel_values: `(B, 3, T, H, W)` (or `(B, 3, H, W)` images) in [-1, 1]; `T = 4k + 1`, H and W multiples of
+                `config.spatial_multiple`.
+            text: A prompt for every item (`str`), one per item (`list[str | None]`, None = no text) or None.
+            input_ids, attention_mask: Prompts already tokenized with the text encoder's tokenizer `(B, L)`.
+            text_embeds, text_attention_mask: Precomputed text encoder states `(B, L, text_embed_dim)` and `(B, L)`.
+            return_loss: Compute the quantizer breakdown and the auxiliary latent loss.
+
+        Returns:
+            `PyraTokOutput`.
+        """
+        x, is_image = self.core.check_video(pixel_values)
+        embeds, mask, present = self.core.text_condition(
+            x.shape[0], x.device, text, input_ids, attention_mask, text_embeds, text_attention_mask
+        )
+        q, moments = self.core.quantize(x, embeds, mask, present, compute_losses=return_loss)
+        reconstruction = self.core.decode_latent(q.latent)
+        loss = losses = None
+        if return_loss:
+            losses = dict(q.losses)
+            loss = self.config.codebook_weight * q.loss
+            if self.config.latent_loss_weight > 0:
+                target = self.core.frozen_posterior_mean(x, moments)
+                losses["latent"] = F.mse_loss(q.latent.float(), target.float())
+                loss = loss + self.config.latent_loss_weight * losses["latent"]
+        if is_image:
+            reconstruction = reconstruction[:, :, 0]
+        out = PyraTokOutput(
+            loss=loss, losses=losses, reconstruction=reconstruction, latent=q.latent, codes=q.codes, ids=q.ids
+        )
+        return out if return_dict else out.to_tuple()
+
+    @torch.no_grad()
+    def tokenize(
+        self,
+        pixel_values: torch.Tensor,
+        text: TextInput = None,
+        text_embeds: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+    ) -> PyraTokTokens:
+        """Video (+ optional text) → per-level token ids. See `forward` for the argument layouts."""
+        x, is_image = self.core.check_video(pixel_values)
+        embeds, mask, present = self.core.text_condition(
+            x.shape[0], x.device, text, text_embeds=text_embeds, text_attention_mask=text_attention_mask
+        )
+        q, moments = self.core.quantize(x, embeds, mask, present, compute_losses=False)
+        return PyraTokTokens(ids=list(q.ids), latent_size=tuple(moments.shape[2:]), is_image=is_image)
+
+    @torch.no_grad()
+    def detokenize(self, tokens: PyraTokTokens | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Token ids → video `(B, 3, T, H, W)` in [-1, 1] (images `(B, 3, H, W)` if they came from images)."""
+        ids = tokens.ids if isinstance(tokens, PyraTokTokens) else tokens
+        video = self.core.decode_latent(self.core.ids_to_latent(ids))
+        return video[:, :, 0] if isinstance(tokens, PyraTokTokens) and tokens.is_image else video
+
+    @torch.no_grad()
+    def encode(
+        self,
+        pixel_values: torch.Tensor,
+        text: TextInput = None,
+        text_embeds: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Video → fused (quantized) decoder latent `(B, z_dim, T', H', W')` (4-D for image input)."""
+        x, is_image = self.core.check_video(pixel_values)
+        embeds, mask, present = self.core.text_condition(
+            x.shape[0], x.device, text, text_embeds=text_embeds, text_attention_mask=text_attention_mask
+        )
+        latent = self.core.quantize(x, embeds, mask, present, compute_losses=False)[0].latent
+        return latent[:, :, 0] if is_image else latent
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Decoder latent `(B, z_dim, T', H', W')` → video `(B, 3, T, H, W)` in [-1, 1] (4-D in → 4-D out)."""
+        z, is_image = self.core.check_latent(latent)
+        video = self.core.decode_latent(z)
+        return video[:, :, 0] if is_image else video
+
+    def bits_per_pixel(self, height: int, width: int, num_frames: int) -> float:
+        """Token bits per input pixel of a clip of this size (all levels)."""
+        t, h, w = self.core.latent_size(num_frames, height, width)
+        tokens = sum(t * (h // s) * (w // s) for s in self.config.level_spatial_strides)
+        return tokens * self.config.codebook_dim / (num_frames * height * width)
+
+
+PyraTokConfig.register_for_auto_class()
+PyraTokModel.register_for_auto_class("AutoModel")
+
+__all__ = ["PyraTokCore", "PyraTokModel", "PyraTokOutput", "PyraTokPreTrainedModel", "PyraTokTokens"]
+

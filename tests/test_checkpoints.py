@@ -1,0 +1,166 @@
+"""Save/load: exact round trips in both classes and across them, clear errors on mismatch, Hub-style loading."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel
+
+from modeling_pyratok import AutoencoderPyraTok, PyraTokModel
+from tests.conftest import activate_text_attention, make_video
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture
+def trained_like_model(tiny_model):
+    # Non-default weights everywhere that matters, so a loader that re-initialises anything is caught.
+    activate_text_attention(tiny_model, seed=3)
+    with torch.no_grad():
+        for name, p in tiny_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return tiny_model
+
+
+def test_pyratok_model_roundtrip_is_exact(trained_like_model, video, tmp_path):
+    trained_like_model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = PyraTokModel.from_pretrained(tmp_path).eval()
+    assert_same_state(trained_like_model, loaded)
+    assert loaded.config.to_init_kwargs() == trained_like_model.config.to_init_kwargs()
+    a = trained_like_model.tokenize(video, text="a cat").ids
+    b = loaded.tokenize(video, text="a cat").ids
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_autoencoder_roundtrip_is_exact(tiny_vae, video, tmp_path):
+    activate_text_attention(tiny_vae)
+    tiny_vae.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    loaded = AutoencoderPyraTok.from_pretrained(tmp_path).eval()
+    assert_same_state(tiny_vae, loaded)
+    assert dict(loaded.config) == dict(tiny_vae.config)
+    assert torch.equal(tiny_vae.encode(video).latent_dist.mode(), loaded.encode(video).latent_dist.mode())
+
+
+def test_checkpoints_cross_load_between_the_two_classes(trained_like_model, video, tmp_path):
+    trained_like_model.save_pretrained(tmp_path / "hf")
+    vae = AutoencoderPyraTok.from_pretrained(tmp_path / "hf").eval()
+    assert_same_state(trained_like_model, vae)
+    assert vae.config.z_dim == 4 and vae.config.latents_mean == [0.0] * 4
+    ids_model = trained_like_model.tokenize(video, text="a cat").ids
+    ids_vae = vae.encode_to_ids(video, text="a cat")
+    assert all(torch.equal(x, y) for x, y in zip(ids_model, ids_vae))
+
+    vae.save_pretrained(tmp_path / "diffusers")
+    back = PyraTokModel.from_pretrained(tmp_path / "diffusers")
+    assert_same_state(trained_like_model, back)
+
+
+def test_config_weight_mismatch_names_the_keys(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["hidden_size"] = 64
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        PyraTokModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        AutoencoderPyraTok.from_pretrained(tmp_path)
+
+
+def test_missing_weight_is_an_error_not_a_random_init(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    dropped = next(k for k in weights if "quantizer" in k)
+    del weights[dropped]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="missing"):
+        PyraTokModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="missing"):
+        AutoencoderPyraTok.from_pretrained(tmp_path)
+
+
+def test_folder_without_weights_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="safetensors"):
+        PyraTokModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="no config.json"):
+        AutoencoderPyraTok.from_pretrained(tmp_path / "nowhere")
+
+
+def test_remote_code_folder_loads_with_automodel(tiny_model, video, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_pyratok.PyraTokModel"
+    assert {"modeling_pyratok.py", "configuration_pyratok.py", "quantizer_pyratok.py"} <= set(os.listdir(tmp_path))
+    loaded = AutoModel.from_pretrained(tmp_path, trust_remote_code=True)
+    assert type(loaded).__module__.startswith("transformers_modules")
+    assert_same_state(tiny_model, loaded)
+
+
+def test_hub_id_resolves_through_an_offline_hf_cache(trained_like_model, video, tmp_path):
+    """The literal `PyraTokModel.from_pretrained("plan-lab/pyratok")` a user types, served from a laid-out cache."""
+    export = tmp_path / "export"
+    trained_like_model.save_pretrained(export)
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--plan-lab--pyratok"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for f in export.iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    expected = trained_like_model.tokenize(video).ids
+    torch.save({"video": video, "ids": expected}, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from modeling_pyratok import AutoencoderPyraTok, PyraTokModel
+        ref = torch.load({str(tmp_path / "expected.pt")!r})
+        model = PyraTokModel.from_pretrained("plan-lab/pyratok")
+        ids = model.tokenize(ref["video"]).ids
+        assert all(torch.equal(a, b) for a, b in zip(ids, ref["ids"])), "ids differ"
+        vae = AutoencoderPyraTok.from_pretrained("plan-lab/pyratok")
+        assert all(torch.equal(a, b) for a, b in zip(vae.encode_to_ids(ref["video"]), ref["ids"]))
+        print("OK")
+        """
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": REPO_ROOT}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("OK")
+
+
+def test_pretrained_backbone_weights_load_into_the_frozen_backbone(tmp_path, video):
+    from diffusers import AutoencoderKLWan
+
+    from tests.conftest import tiny_config
+
+    config = tiny_config()
+    torch.manual_seed(7)
+    wan = AutoencoderKLWan(**config.backbone_config)
+    wan.save_pretrained(tmp_path / "vae")
+    torch.manual_seed(0)
+    model = PyraTokModel(config)
+    model.load_pretrained_backbone(str(tmp_path), subfolder="vae")
+    with torch.no_grad():
+        expected = wan.encode(video).latent_dist.mean
+        got = model.core.backbone.encode_features(video).moments[:, :4]
+    assert torch.equal(expected, got)
+
+    wrong = AutoencoderKLWan(**{**config.backbone_config, "base_dim": 16})
+    wrong.save_pretrained(tmp_path / "wrong")
+    with pytest.raises(ValueError, match="base_dim"):
+        model.load_pretrained_backbone(str(tmp_path / "wrong"), subfolder="")
