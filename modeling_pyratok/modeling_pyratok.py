@@ -54,7 +54,7 @@ class PyraTokOutput(ModelOutput):
 
 
 @dataclass
-class PyraTokTokens(ModelOutput):
+class PyraTokTokens:
     """Discrete tokens of a batch of clips: what `tokenize` returns and `detokenize` takes.
 
     Args:
@@ -63,8 +63,8 @@ class PyraTokTokens(ModelOutput):
         is_image: Whether the input was `(B, 3, H, W)` images (then `detokenize` returns images).
     """
 
-    ids: list[torch.Tensor] | None = None
-    latent_size: tuple[int, int, int] | None = None
+    ids: list[torch.Tensor]
+    latent_size: tuple[int, int, int]
     is_image: bool = False
 
 

@@ -94,7 +94,8 @@ def test_text_encoder_is_never_saved(tiny_model, video, tmp_path):
     [
         (lambda v: v[:, :, :8], "T=8"),
         (lambda v: v[..., :48, :], "48 x 64"),
-        (lambda v: v[0], "shape"),
+        (lambda v: v[0, 0], "expected (B, C, T, H, W)"),
+        (lambda v: v[0], "9 channels"),
         (lambda v: ((v + 1) * 127.5).to(torch.uint8), "dtype torch.uint8"),
         (lambda v: (v + 1) * 127.5, "[-1, 1]"),
         (lambda v: v.index_fill(2, torch.tensor([3]), float("nan")), "NaN"),
