@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 from safetensors.torch import load_file
 
 CONFIG_NAME = "config.json"
@@ -47,8 +47,13 @@ def resolve_checkpoint(
         ValueError: when the folder has no config or no safetensors weights under a name PyraTok writes.
     """
     name_or_path = str(name_or_path)
+    if not os.path.isdir(name_or_path) and (os.path.isabs(name_or_path) or name_or_path.startswith(".")):
+        raise ValueError(f"{name_or_path!r} is not a folder; pass an existing checkpoint folder or a Hub repo id")
     hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if kwargs.get(k) is not None}
-    config_file = _resolve_file(name_or_path, CONFIG_NAME, subfolder, hub_kwargs)
+    try:
+        config_file = _resolve_file(name_or_path, CONFIG_NAME, subfolder, hub_kwargs)
+    except HFValidationError as err:
+        raise ValueError(f"{name_or_path!r} is neither a local folder nor a valid Hub repo id: {err}") from err
     if config_file is None:
         raise ValueError(f"{name_or_path!r} (subfolder={subfolder!r}) has no {CONFIG_NAME}; is it a PyraTok checkpoint?")
     for layout, filename in (("transformers", TRANSFORMERS_WEIGHTS_NAME), ("diffusers", DIFFUSERS_WEIGHTS_NAME)):

@@ -342,10 +342,12 @@ class PyraTokModel(PyraTokPreTrainedModel):
         if files.layout == "diffusers":
             return cls._from_diffusers_folder(files, str(pretrained_model_name_or_path), kwargs)
         want_info = kwargs.pop("output_loading_info", False)
+        # Let transformers report size mismatches instead of raising its generic RuntimeError; we raise below.
+        kwargs.setdefault("ignore_mismatched_sizes", True)
         model, info = super().from_pretrained(
             pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
         )
-        bad = {k: info.get(k) or [] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        bad = {k: sorted(map(str, info.get(k) or [])) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
         if any(bad.values()):
             raise ValueError(
                 checkpoint_mismatch_message(

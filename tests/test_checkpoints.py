@@ -9,7 +9,6 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel
 
 from modeling_pyratok import AutoencoderPyraTok, PyraTokModel
 from tests.conftest import activate_text_attention, make_video
@@ -51,7 +50,8 @@ def test_autoencoder_roundtrip_is_exact(tiny_vae, video, tmp_path):
     assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
     loaded = AutoencoderPyraTok.from_pretrained(tmp_path).eval()
     assert_same_state(tiny_vae, loaded)
-    assert dict(loaded.config) == dict(tiny_vae.config)
+    fields = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
+    assert fields(loaded.config) == fields(tiny_vae.config)
     assert torch.equal(tiny_vae.encode(video).latent_dist.mode(), loaded.encode(video).latent_dist.mode())
 
 
@@ -96,18 +96,37 @@ def test_folder_without_weights_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="safetensors"):
         PyraTokModel.from_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="no config.json"):
+    with pytest.raises(ValueError, match="is not a folder"):
         AutoencoderPyraTok.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no config.json"):
+        PyraTokModel.from_pretrained(tmp_path / "empty")
 
 
-def test_remote_code_folder_loads_with_automodel(tiny_model, video, tmp_path):
-    tiny_model.save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
+def test_remote_code_folder_loads_with_automodel(trained_like_model, video, tmp_path):
+    """`AutoModel.from_pretrained(folder, trust_remote_code=True)` in a fresh process that never imports our package."""
+    export = tmp_path / "export"
+    trained_like_model.save_pretrained(export)
+    config = json.loads((export / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_pyratok.PyraTokModel"
-    assert {"modeling_pyratok.py", "configuration_pyratok.py", "quantizer_pyratok.py"} <= set(os.listdir(tmp_path))
-    loaded = AutoModel.from_pretrained(tmp_path, trust_remote_code=True)
-    assert type(loaded).__module__.startswith("transformers_modules")
-    assert_same_state(tiny_model, loaded)
+    assert {"modeling_pyratok.py", "configuration_pyratok.py", "quantizer_pyratok.py"} <= set(os.listdir(export))
+    torch.save({"video": video, "ids": trained_like_model.tokenize(video).ids}, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        from transformers import AutoModel
+        ref = torch.load({str(tmp_path / "expected.pt")!r})
+        model = AutoModel.from_pretrained({str(export)!r}, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        assert "modeling_pyratok" not in sys.modules
+        ids = model.tokenize(ref["video"]).ids
+        assert all(torch.equal(a, b) for a, b in zip(ids, ref["ids"])), "ids differ"
+        print("OK")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("OK")
 
 
 def test_hub_id_resolves_through_an_offline_hf_cache(trained_like_model, video, tmp_path):
