@@ -1,4 +1,4 @@
-"""PyraTok: language-aligned pyramidal video tokenizer (transformers `PyraTokModel`, diffusers `AutoencoderPyraTok`)."""
+"""PyraTok: language-aligned pyramidal video tokenizer (`PyraTokModel`, `AutoencoderPyraTok`)."""
 
 from transformers import AutoConfig, AutoModel
 

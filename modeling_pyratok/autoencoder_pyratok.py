@@ -15,8 +15,14 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
-from .checkpoint_pyratok import checkpoint_mismatch_message, load_state_dict_strict, load_weights, read_config
-from .checkpoint_pyratok import resolve_checkpoint
+from .checkpoint_pyratok import (
+    checkpoint_mismatch_message,
+    load_state_dict_strict,
+    load_weights,
+    read_config,
+    resolve_checkpoint,
+)
+from .backbone_pyratok import PyraTokBackboneFeatures
 from .configuration_pyratok import PyraTokConfig, config_field_names
 from .modeling_pyratok import PyraTokCore, TextInput
 
@@ -30,7 +36,8 @@ def _config_signature() -> inspect.Signature:
     defaults = {f.name: f.default for f in dataclasses.fields(PyraTokConfig)}
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name]) for name in config_field_names()
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name])
+        for name in config_field_names()
     ]
     return inspect.Signature(params)
 
@@ -123,7 +130,11 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
         """Encode and decode in overlapping spatial tiles (pixels), blended linearly, to bound memory.
 
         Tile sizes and strides must be multiples of `spatial_multiple` (backbone factor x deepest level stride) so
-        that every tile is a valid PyraTok input.
+        that every tile is a valid PyraTok input. Encoding tiles the backbone encoder (where the memory goes),
+        blends every tap, and runs LaPQ once on the whole grid. Tiles see less context than the whole frame, so the
+        result is close to, not equal to, untiled output: the tests hold the mean absolute difference under 20% of
+        the mean absolute value (tiny preset, random weights, 50% overlap; measured 14% latent, 8.5% pixels). Token ids
+        (`encode_to_ids`) are always computed untiled.
         """
         sizes = {
             "tile_sample_min_height": tile_sample_min_height or self.tile_sample_min_height,
@@ -155,30 +166,45 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
         return core.quantize(x, embeds, mask, present, compute_losses=False)[0].latent
 
     def _tiled_encode_latent(self, x: torch.Tensor, text: TextInput) -> torch.Tensor:
-        """Encode overlapping pixel tiles separately and blend their latents (each tile is a full PyraTok input)."""
-        s = self.pyratok_config.scale_factor_spatial
+        """Run the backbone encoder on overlapping pixel tiles, blend every tap, then run LaPQ on the whole grid.
+
+        The encoder is where memory goes (full-resolution activations); LaPQ works on pooled tokens and is cheap, and
+        running it once on the blended taps lets the deep levels see the whole frame, as they do untiled.
+        """
         th, tw = self.tile_sample_min_height, self.tile_sample_min_width
         sh, sw = self.tile_sample_stride_height, self.tile_sample_stride_width
         height, width = x.shape[-2:]
-        blend_h, blend_w = (th - sh) // s, (tw - sw) // s
-        rows = []
-        for top in range(0, height, sh):
-            row = []
-            for left in range(0, width, sw):
-                tile = x[..., top : min(top + th, height), left : min(left + tw, width)]
-                row.append(self._encode_latent(tile, text))
-            rows.append(row)
-        out_rows = []
-        for i, row in enumerate(rows):
-            pieces = []
-            for j, tile in enumerate(row):
-                if i > 0:
-                    tile = _blend(rows[i - 1][j], tile, blend_h, dim=-2)
-                if j > 0:
-                    tile = _blend(row[j - 1], tile, blend_w, dim=-1)
-                pieces.append(tile[..., : sh // s, : sw // s])
-            out_rows.append(torch.cat(pieces, dim=-1))
-        return torch.cat(out_rows, dim=-2)[..., : height // s, : width // s]
+        tiles = [
+            [
+                self.core.backbone.encode_features(x[..., top : top + th, left : left + tw])
+                for left in range(0, width, sw)
+            ]
+            for top in range(0, height, sh)
+        ]
+        num_maps = len(tiles[0][0].features) + 1  # every tap, then the posterior moments
+
+        def tile_map(tile, k: int) -> torch.Tensor:
+            return tile.features[k] if k < num_maps - 1 else tile.moments
+
+        blended = []
+        for k in range(num_maps):
+            # A map at 1/f of the pixel resolution: strides, overlaps and the final size scale by f.
+            f = min(th, height) // tile_map(tiles[0][0], k).shape[-2]
+            rows = []
+            for i, row in enumerate(tiles):
+                pieces = []
+                for j, tile in enumerate(row):
+                    piece = tile_map(tile, k)
+                    if i > 0:
+                        piece = _blend(tile_map(tiles[i - 1][j], k), piece, (th - sh) // f, dim=-2)
+                    if j > 0:
+                        piece = _blend(tile_map(row[j - 1], k), piece, (tw - sw) // f, dim=-1)
+                    pieces.append(piece[..., : sh // f, : sw // f])
+                rows.append(torch.cat(pieces, dim=-1))
+            blended.append(torch.cat(rows, dim=-2)[..., : height // f, : width // f])
+        feats = PyraTokBackboneFeatures(features=tuple(blended[:-1]), moments=blended[-1])
+        embeds, mask, present = self.core.text_condition(x.shape[0], x.device, text)
+        return self.core.quantize_features(feats, embeds, mask, present, compute_losses=False).latent
 
     def _encode(self, x: torch.Tensor, text: TextInput) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -190,7 +216,10 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
     def _check_tileable(self, height: int, width: int) -> None:
         # Edge tiles are cut at the border; each must still be a valid PyraTok input.
         m = self.pyratok_config.spatial_multiple
-        for size, stride, name in ((height, self.tile_sample_stride_height, "H"), (width, self.tile_sample_stride_width, "W")):
+        for size, stride, name in (
+            (height, self.tile_sample_stride_height, "H"),
+            (width, self.tile_sample_stride_width, "W"),
+        ):
             if any((size - start) % m for start in range(0, size, stride)):
                 raise ValueError(f"{name}={size} cannot be tiled with stride {stride} into multiples of {m}")
 
@@ -250,7 +279,7 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
         z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
         return self.decode(z, return_dict=return_dict)
 
-    # ---- discrete tokens ----------------------------------------------------------------------------------------------
+    # ---- discrete tokens ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_to_ids(self, x: torch.Tensor, text: TextInput = None) -> list[torch.Tensor]:
         """Pixels → one int64 id tensor per level `(B, T', H_l, W_l)` in `[0, 2**codebook_dim)`, shallow to deep.

@@ -40,7 +40,7 @@ class PyraTokBackboneFeatures(BaseOutput):
 
 
 def _causal_conv_padding(conv: WanCausalConv3d) -> tuple[int, int, int]:
-    # WanCausalConv3d zeroes `padding` and keeps (w, w, h, h, 2*t, 0) in `_padding`; recover the (t, h, w) it was built with.
+    # WanCausalConv3d zeroes `padding` and keeps (w, w, h, h, 2*t, 0) in `_padding`; recover the (t, h, w) it had.
     pad = conv._padding
     return (pad[4] // 2, pad[2], pad[0])
 
@@ -122,7 +122,9 @@ class PyraTokBackbone(nn.Module):
         lora_dropout: Dropout on the LoRA branch input.
     """
 
-    def __init__(self, backbone_config: dict[str, Any], lora_rank: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0):
+    def __init__(
+        self, backbone_config: dict[str, Any], lora_rank: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0
+    ):
         super().__init__()
         self.vae = AutoencoderKLWan(**backbone_config)
         self.vae.requires_grad_(False)
@@ -204,7 +206,8 @@ class PyraTokBackbone(nn.Module):
         collected: list[list[torch.Tensor]] = [[] for _ in taps]
         # Hooks live only for this call: no state survives on the module (deepcopy, pickling and FSDP stay simple).
         handles = [
-            tap.register_forward_hook(lambda _m, _inp, out, i=i: collected[i].append(out)) for i, tap in enumerate(taps)
+            tap.register_forward_hook(lambda _m, _inp, out, i=i: collected[i].append(out))
+            for i, tap in enumerate(taps)
         ]
         vae.clear_cache()
         try:
@@ -214,9 +217,7 @@ class PyraTokBackbone(nn.Module):
             for start in starts:
                 vae._enc_conv_idx = [0]
                 stop = 1 if start == 0 else start + chunk
-                outs.append(
-                    vae.encoder(x[:, :, start:stop], feat_cache=vae._enc_feat_map, feat_idx=vae._enc_conv_idx)
-                )
+                outs.append(vae.encoder(x[:, :, start:stop], feat_cache=vae._enc_feat_map, feat_idx=vae._enc_conv_idx))
         finally:
             for handle in handles:
                 handle.remove()

@@ -55,7 +55,9 @@ def resolve_checkpoint(
     except HFValidationError as err:
         raise ValueError(f"{name_or_path!r} is neither a local folder nor a valid Hub repo id: {err}") from err
     if config_file is None:
-        raise ValueError(f"{name_or_path!r} (subfolder={subfolder!r}) has no {CONFIG_NAME}; is it a PyraTok checkpoint?")
+        raise ValueError(
+            f"{name_or_path!r} (subfolder={subfolder!r}) has no {CONFIG_NAME}; is it a PyraTok checkpoint?"
+        )
     for layout, filename in (("transformers", TRANSFORMERS_WEIGHTS_NAME), ("diffusers", DIFFUSERS_WEIGHTS_NAME)):
         weights_file = _resolve_file(name_or_path, filename, subfolder, hub_kwargs)
         if weights_file is not None:

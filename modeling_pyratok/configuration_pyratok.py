@@ -1,4 +1,4 @@
-"""PyraTok configuration: one vocabulary shared by `PyraTokModel` (transformers) and `AutoencoderPyraTok` (diffusers)."""
+"""PyraTok configuration: one vocabulary shared by `PyraTokModel` and `AutoencoderPyraTok`."""
 
 from __future__ import annotations
 
@@ -19,13 +19,41 @@ WAN21_BACKBONE_CONFIG: dict[str, Any] = {
     "temperal_downsample": [False, True, True],
     "dropout": 0.0,
     "latents_mean": [
-        -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-        0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
-    ],  # fmt: skip
+        -0.7571,
+        -0.7089,
+        -0.9113,
+        0.1075,
+        -0.1745,
+        0.9653,
+        -0.1517,
+        1.5508,
+        0.4134,
+        -0.0715,
+        0.5517,
+        -0.3632,
+        -0.1922,
+        -0.9497,
+        0.2503,
+        -0.2921,
+    ],
     "latents_std": [
-        2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-        3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
-    ],  # fmt: skip
+        2.8184,
+        1.4541,
+        2.3275,
+        2.6558,
+        1.2196,
+        1.7708,
+        2.6052,
+        2.0743,
+        3.2687,
+        2.1526,
+        2.8652,
+        1.5579,
+        1.6382,
+        1.1253,
+        2.8251,
+        1.9160,
+    ],
 }
 
 # Wan 2.2 VAE (4x16x16 with a 2x2 patchify, z_dim 48, residual down blocks): the paper's backbone.
@@ -46,21 +74,105 @@ WAN22_BACKBONE_CONFIG: dict[str, Any] = {
     "scale_factor_temporal": 4,
     "scale_factor_spatial": 16,
     "latents_mean": [
-        -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
-        -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
-        -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
-        -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
-        -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
-        0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
-    ],  # fmt: skip
+        -0.2289,
+        -0.0052,
+        -0.1323,
+        -0.2339,
+        -0.2799,
+        0.0174,
+        0.1838,
+        0.1557,
+        -0.1382,
+        0.0542,
+        0.2813,
+        0.0891,
+        0.1570,
+        -0.0098,
+        0.0375,
+        -0.1825,
+        -0.2246,
+        -0.1207,
+        -0.0698,
+        0.5109,
+        0.2665,
+        -0.2108,
+        -0.2158,
+        0.2502,
+        -0.2055,
+        -0.0322,
+        0.1109,
+        0.1567,
+        -0.0729,
+        0.0899,
+        -0.2799,
+        -0.1230,
+        -0.0313,
+        -0.1649,
+        0.0117,
+        0.0723,
+        -0.2839,
+        -0.2083,
+        -0.0520,
+        0.3748,
+        0.0152,
+        0.1957,
+        0.1433,
+        -0.2944,
+        0.3573,
+        -0.0548,
+        -0.1681,
+        -0.0667,
+    ],
     "latents_std": [
-        0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
-        0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
-        0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
-        0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
-        0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
-        0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
-    ],  # fmt: skip
+        0.4765,
+        1.0364,
+        0.4514,
+        1.1677,
+        0.5313,
+        0.4990,
+        0.4818,
+        0.5013,
+        0.8158,
+        1.0344,
+        0.5894,
+        1.0901,
+        0.6885,
+        0.6165,
+        0.8454,
+        0.4978,
+        0.5759,
+        0.3523,
+        0.7135,
+        0.6804,
+        0.5833,
+        1.4146,
+        0.8986,
+        0.5659,
+        0.7069,
+        0.5338,
+        0.4889,
+        0.4917,
+        0.4069,
+        0.4999,
+        0.6866,
+        0.4093,
+        0.5709,
+        0.6065,
+        0.6415,
+        0.4944,
+        0.5726,
+        1.2042,
+        0.5458,
+        1.6887,
+        0.3971,
+        1.0600,
+        0.3943,
+        0.5537,
+        0.5444,
+        0.4089,
+        0.7468,
+        0.7744,
+    ],
 }
 
 # A Wan-architecture VAE small enough to build and run in milliseconds on a CPU (tests, examples).
@@ -246,15 +358,20 @@ class PyraTokConfig(PretrainedConfig):
             raise ValueError(f"entropy_mode={self.entropy_mode!r}; expected one of {ENTROPY_MODES}")
         num_taps = len(self.backbone_config["dim_mult"])
         if not 1 <= self.num_levels <= num_taps:
-            raise ValueError(f"num_levels={self.num_levels} must be in [1, {num_taps}] (the backbone has {num_taps} taps)")
+            raise ValueError(
+                f"num_levels={self.num_levels} must be in [1, {num_taps}] (the backbone has {num_taps} taps)"
+            )
         strides = self.level_spatial_strides
         if len(strides) != self.num_levels:
-            raise ValueError(f"level_spatial_strides={strides} needs one stride per level (num_levels={self.num_levels})")
+            raise ValueError(
+                f"level_spatial_strides={strides} needs one stride per level (num_levels={self.num_levels})"
+            )
         if any(s < 1 for s in strides) or any(b % a for a, b in zip(strides, strides[1:], strict=False)):
             raise ValueError(f"level_spatial_strides={strides} must be positive and each must divide the next")
         if len(self.latents_mean) != self.z_dim or len(self.latents_std) != self.z_dim:
             raise ValueError(
-                f"latents_mean/latents_std have {len(self.latents_mean)}/{len(self.latents_std)} entries; z_dim={self.z_dim}"
+                f"latents_mean/latents_std have {len(self.latents_mean)}/{len(self.latents_std)} entries; "
+                f"z_dim={self.z_dim}"
             )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .backbone_pyratok import PyraTokBackbone
+from .backbone_pyratok import PyraTokBackbone, PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
     checkpoint_mismatch_message,
     load_state_dict_strict,
@@ -22,7 +22,7 @@ from .checkpoint_pyratok import (
     resolve_checkpoint,
 )
 from .configuration_pyratok import PyraTokConfig, config_field_names
-from .quantizer_pyratok import PyraTokLaPQ
+from .quantizer_pyratok import PyraTokLaPQ, PyraTokQuantizerOutput
 from .text_encoder_pyratok import PyraTokTextEncoder
 
 # Values more than this outside [-1, 1] mean the caller passed [0, 1] or [0, 255] pixels, not a rounding slip.
@@ -58,7 +58,7 @@ class PyraTokTokens:
     """Discrete tokens of a batch of clips: what `tokenize` returns and `detokenize` takes.
 
     Args:
-        ids: One int64 tensor per pyramid level, `(B, T', H_l, W_l)`, values in `[0, 2**codebook_dim)`, shallow to deep.
+        ids: One int64 tensor per pyramid level (shallow to deep), `(B, T', H_l, W_l)`, in `[0, 2**codebook_dim)`.
         latent_size: `(T', H', W')`, the decoder latent grid.
         is_image: Whether the input was `(B, 3, H, W)` images (then `detokenize` returns images).
     """
@@ -198,7 +198,9 @@ class PyraTokCore(nn.Module):
             `text_embeds (B, L, D)` float32 or None, `mask (B, L)` bool or None, `present (B,)` bool (False → the
             learned null-text embedding stands in for that item).
         """
-        given = [n for n, v in (("text", text), ("input_ids", input_ids), ("text_embeds", text_embeds)) if v is not None]
+        given = [
+            n for n, v in (("text", text), ("input_ids", input_ids), ("text_embeds", text_embeds)) if v is not None
+        ]
         if len(given) > 1:
             raise ValueError(f"pass at most one of text, input_ids, text_embeds; got {given}")
         present = torch.ones(batch_size, dtype=torch.bool, device=device)
@@ -241,7 +243,9 @@ class PyraTokCore(nn.Module):
         if mask is None:
             mask = torch.ones(text_embeds.shape[:2], dtype=torch.bool, device=device)
         elif tuple(mask.shape) != tuple(text_embeds.shape[:2]):
-            raise ValueError(f"text_attention_mask has shape {tuple(mask.shape)}; expected {tuple(text_embeds.shape[:2])}")
+            raise ValueError(
+                f"text_attention_mask has shape {tuple(mask.shape)}; expected {tuple(text_embeds.shape[:2])}"
+            )
         mask = mask.to(device).bool()
         if not mask.any(dim=1).all():
             empty = torch.nonzero(~mask.any(dim=1)).flatten().tolist()
@@ -251,20 +255,24 @@ class PyraTokCore(nn.Module):
     # ---- encode / decode ----------------------------------------------------------------------------------------
     def quantize(
         self, x: torch.Tensor, text_embeds, text_mask, present, compute_losses: bool
-    ) -> tuple[Any, torch.Tensor]:
+    ) -> tuple[PyraTokQuantizerOutput, torch.Tensor]:
         """Run backbone + LaPQ on a validated 5-D clip. Returns the quantizer output and the posterior moments."""
         feats = self.backbone.encode_features(x)
-        latent_size = tuple(feats.moments.shape[2:])
+        return self.quantize_features(feats, text_embeds, text_mask, present, compute_losses), feats.moments
+
+    def quantize_features(
+        self, feats: PyraTokBackboneFeatures, text_embeds, text_mask, present, compute_losses: bool
+    ) -> PyraTokQuantizerOutput:
+        """Run LaPQ on backbone taps (the deepest `num_levels` of them) on the latent grid of `feats.moments`."""
         taps = feats.features[len(feats.features) - self.config.num_levels :]
-        out = self.quantizer(
+        return self.quantizer(
             list(taps),
-            latent_size,
+            tuple(feats.moments.shape[2:]),
             text_embeds=text_embeds,
             text_attention_mask=text_mask,
             text_present=present,
             compute_losses=compute_losses,
         )
-        return out, feats.moments
 
     def frozen_posterior_mean(self, x: torch.Tensor, moments: torch.Tensor) -> torch.Tensor:
         """The pretrained (LoRA-free) encoder's posterior mean: the target of the auxiliary latent loss."""
@@ -289,7 +297,9 @@ class PyraTokCore(nn.Module):
     def ids_to_latent(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-level ids → the fused decoder latent `(B, z_dim, T', H', W')` (validated by the quantizer)."""
         if not isinstance(ids, list | tuple) or len(ids) != self.config.num_levels:
-            raise ValueError(f"expected a list of {self.config.num_levels} id tensors (one per level), got {type(ids)}")
+            raise ValueError(
+                f"expected a list of {self.config.num_levels} id tensors (one per level), got {type(ids)}"
+            )
         t, h, w = ids[0].shape[1:]
         s0 = self.config.level_spatial_strides[0]
         codes = self.quantizer.ids_to_codes(list(ids))
@@ -351,7 +361,10 @@ class PyraTokModel(PyraTokPreTrainedModel):
         if any(bad.values()):
             raise ValueError(
                 checkpoint_mismatch_message(
-                    str(pretrained_model_name_or_path), bad["missing_keys"], bad["unexpected_keys"], bad["mismatched_keys"]
+                    str(pretrained_model_name_or_path),
+                    bad["missing_keys"],
+                    bad["unexpected_keys"],
+                    bad["mismatched_keys"],
                 )
             )
         return (model, info) if want_info else model
@@ -368,7 +381,9 @@ class PyraTokModel(PyraTokPreTrainedModel):
             model.to(dtype)
         return model.eval()
 
-    def load_pretrained_backbone(self, name_or_path: str | None = None, subfolder: str | None = None, **kwargs) -> None:
+    def load_pretrained_backbone(
+        self, name_or_path: str | None = None, subfolder: str | None = None, **kwargs
+    ) -> None:
         """Copy pretrained `AutoencoderKLWan` weights into the frozen backbone (training starts here).
 
         Args:
@@ -507,4 +522,3 @@ PyraTokConfig.register_for_auto_class()
 PyraTokModel.register_for_auto_class("AutoModel")
 
 __all__ = ["PyraTokCore", "PyraTokModel", "PyraTokOutput", "PyraTokPreTrainedModel", "PyraTokTokens"]
-

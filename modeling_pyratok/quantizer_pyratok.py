@@ -1,38 +1,57 @@
-"""LaPQ: language-aligned pyramidal quantization with a shared lookup-free binary codebook (DESIGN.md §3–4).
+"""LaPQ: language-aligned pyramidal lookup-free quantization for PyraTok (DESIGN.md §3, §4).
 
-Conventions (fixed by published checkpoints, do not change): a code is `codebook_dim` values in {-1, +1}; its id is
-the bits (value > 0) read as a binary number with the most significant bit in channel 0.
+Each level `l` turns a backbone feature tap `F^(l)` into a grid of `codebook_dim` sign bits (LFQ), conditioned on the
+previous level's codes (pyramid link) and on text (per-token cross-attention). The codes of all levels are fused into
+one decoder latent `ẑ`. The quantizer-intrinsic losses (commitment, entropy, hierarchical consistency and the two text
+terms) come back as a named breakdown.
+
+Everything is causal in time and batch items never see each other: temporal pooling follows the backbone's causal
+chunks, attention runs per visual token over text only, and the fusion convolutions are spatial only.
 """
-
-from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers.utils import ModelOutput
 
-# Probabilities are clamped away from 0 and 1 before logs so KLs and entropies stay finite.
-_EPS = 1e-6
+# ids are int64; 2**62 keeps every index and the binary weights representable.
+MAX_CODEBOOK_DIM = 62
 ENTROPY_MODES = ("exact", "grouped")
+# Weighted loss terms, in the order they are summed; anything else in `losses` is a detached log-only extra.
+LOSS_NAMES = ("commitment", "entropy", "hierarchical", "text_alignment", "text_codebook")
+# Clamp for probabilities inside logs of the Bernoulli KLs; fp32 represents 1 - 1e-6 well enough.
+KL_EPS = 1e-6
+# Clamp for `P log P` terms of entropies: small enough not to change the value, finite gradient at P = 0.
+ENTROPY_EPS = 1e-12
+# CLIP's init (temperature 0.07) and cap (scale 100) for the InfoNCE logit scale.
+LOGIT_SCALE_INIT = math.log(1 / 0.07)
+LOGIT_SCALE_MAX = math.log(100.0)
 
 
 @dataclass
 class PyraTokQuantizerOutput(ModelOutput):
-    """Output of `PyraTokLaPQ.forward`.
+    """Output of [`PyraTokLaPQ`].
 
     Args:
-        latent: Fused decoder latent `(B, z_dim, T', H', W')`.
-        codes: Per level `(B, codebook_dim, T', H_l, W_l)`, values exactly ±1 (straight-through gradients).
-        ids: Per level int64 `(B, T', H_l, W_l)` in `[0, 2**codebook_dim)`.
-        bit_logits: Per level pre-sign values `(B, codebook_dim, T', H_l, W_l)`, float32.
-        loss: Weighted sum of the computed terms (scalar), or None without losses.
-        losses: Unweighted named terms (`commitment`, `entropy`, `hierarchical`, `text_alignment`, `text_codebook`)
-            plus detached `per_token_entropy` / `batch_entropy` for logging.
+        latent (`torch.Tensor` of shape `(B, z_dim, T', H', W')`):
+            Fused decoder latent `ẑ`, unbounded.
+        codes (`tuple[torch.Tensor, ...]`, one per level, each `(B, codebook_dim, T', H_l, W_l)`):
+            Quantized codes; forward values are exactly ±1, gradients are those of the pre-sign values
+            (straight-through).
+        ids (`tuple[torch.LongTensor, ...]`, one per level, each `(B, T', H_l, W_l)`):
+            Code indices in `[0, 2**codebook_dim)`, bits read MSB-first from channel 0.
+        bit_logits (`tuple[torch.Tensor, ...]`, one per level, each `(B, codebook_dim, T', H_l, W_l)`, fp32):
+            Pre-sign values `z`.
+        loss (`torch.Tensor`, scalar):
+            Weighted sum of the computed loss terms; `None` when losses were not requested.
+        losses (`dict[str, torch.Tensor]`):
+            Unweighted scalar terms keyed by `LOSS_NAMES` (only those computed), plus the detached extras
+            `per_token_entropy` and `batch_entropy` when the entropy term is on.
     """
 
     latent: torch.Tensor | None = None
@@ -43,241 +62,467 @@ class PyraTokQuantizerOutput(ModelOutput):
     losses: dict[str, torch.Tensor] | None = None
 
 
-# ---- code <-> id ----------------------------------------------------------------------------------------------------
-def _bit_weights(codebook_dim: int, device: torch.device) -> torch.Tensor:
-    return 2 ** torch.arange(codebook_dim - 1, -1, -1, device=device, dtype=torch.int64)
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers: code <-> index
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def bits_to_ids(codes: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Codes (any real values; bit = value > 0) along `dim` → int64 ids, MSB = first channel."""
-    bits = (codes > 0).to(torch.int64).movedim(dim, -1)
-    return (bits * _bit_weights(bits.shape[-1], bits.device)).sum(-1)
+    """Read the sign bits of `codes` along `dim` as a binary number, most significant bit first.
+
+    Args:
+        codes (`torch.Tensor`): any shape with `d = codes.shape[dim]` bits; bit `i` is `codes[..., i, ...] > 0`.
+        dim (`int`): the bit dimension.
+
+    Returns:
+        `torch.LongTensor` of `codes.shape` without `dim`, values in `[0, 2**d)`:
+        `sum_i bit_i * 2**(d - 1 - i)`.
+    """
+    if codes.ndim == 0:
+        raise ValueError("bits_to_ids needs a tensor with a bit dimension, got a 0-dim tensor")
+    if not -codes.ndim <= dim < codes.ndim:
+        raise ValueError(f"dim={dim} is out of range for codes of shape {tuple(codes.shape)}")
+    codebook_dim = codes.shape[dim]
+    if not 1 <= codebook_dim <= MAX_CODEBOOK_DIM:
+        raise ValueError(f"codes have {codebook_dim} bits along dim {dim}; need 1..{MAX_CODEBOOK_DIM}")
+    bits = (codes > 0).movedim(dim, -1).long()  # (..., d)
+    weights = torch.pow(2, torch.arange(codebook_dim - 1, -1, -1, device=codes.device, dtype=torch.long))
+    return (bits * weights).sum(-1)
 
 
 def ids_to_bits(ids: torch.Tensor, codebook_dim: int, dim: int = 1) -> torch.Tensor:
-    """Int ids → float32 codes in {-1, +1} with the code channel inserted at `dim` (inverse of `bits_to_ids`)."""
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
-        raise ValueError(f"ids must be an integer tensor, got {ids.dtype}")
-    if ids.numel() and (ids.min() < 0 or ids.max() >= 2**codebook_dim):
-        raise ValueError(
-            f"ids span [{ids.min().item()}, {ids.max().item()}]; valid ids lie in [0, {2**codebook_dim})"
-        )
-    bits = (ids.to(torch.int64).unsqueeze(-1) & _bit_weights(codebook_dim, ids.device)) > 0
+    """Inverse of [`bits_to_ids`]: expand indices into ±1 codes.
+
+    Args:
+        ids (`torch.Tensor`, integer dtype): any shape, values in `[0, 2**codebook_dim)`.
+        codebook_dim (`int`): number of bits `d`.
+        dim (`int`): where the new bit dimension goes in the output.
+
+    Returns:
+        `torch.FloatTensor` (fp32) of `ids.shape` with `d` inserted at `dim`, values in `{-1., +1.}`, channel 0 = MSB.
+    """
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise ValueError(f"ids must have an integer dtype, got {ids.dtype}")
+    if not 1 <= codebook_dim <= MAX_CODEBOOK_DIM:
+        raise ValueError(f"codebook_dim={codebook_dim} must lie in 1..{MAX_CODEBOOK_DIM}")
+    if not -(ids.ndim + 1) <= dim <= ids.ndim:
+        raise ValueError(f"dim={dim} is out of range for a bit dimension added to ids of shape {tuple(ids.shape)}")
+    ids = ids.long()
+    if ids.numel() > 0:
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= 2**codebook_dim:
+            raise ValueError(
+                f"ids must lie in [0, {2**codebook_dim}) for codebook_dim={codebook_dim}; got min {low}, max {high}"
+            )
+    shifts = torch.arange(codebook_dim - 1, -1, -1, device=ids.device, dtype=torch.long)
+    bits = (ids.unsqueeze(-1) >> shifts) & 1  # (..., d)
     return (bits.float() * 2 - 1).movedim(-1, dim)
 
 
-# ---- pooling that respects Wan's causal chunks ------------------------------------------------------------------
-def temporal_group_pool(x: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """`(B, C, T_f, H, W)` → `(B, C, num_frames, H, W)`: frame 0 alone, then means of consecutive equal groups.
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers: pooling
+# ---------------------------------------------------------------------------------------------------------------------
 
-    Mirrors Wan's causal chunking (first frame, then chunks), so output frame t' sees input frames ≤ g·t' only.
+
+def temporal_group_pool(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Average frames in the backbone's causal chunks: frame 0 alone, then consecutive groups of `g` frames.
+
+    With `g = (T_f - 1) / (num_frames - 1)`, output frame `t'` sees only input frames `<= g * t'`, as in Wan's
+    causal encoder (first frame, then chunks of 4), so pooling never leaks the future.
+
+    Args:
+        x (`torch.Tensor` of shape `(B, C, T_f, H, W)`): features, any range.
+        num_frames (`int`): output frame count `T'`; `T_f = 1 + g * (T' - 1)` for an integer `g >= 1`
+            (`T_f = 1` when `T' = 1`).
+
+    Returns:
+        `torch.Tensor` of shape `(B, C, num_frames, H, W)`.
     """
-    t_f = x.shape[2]
-    if num_frames == 1 or t_f == num_frames:
-        if t_f != num_frames:
-            raise ValueError(f"cannot pool {t_f} frames to 1 latent frame")
+    if x.ndim != 5:
+        raise ValueError(f"temporal_group_pool expects (B, C, T, H, W), got shape {tuple(x.shape)}")
+    in_frames = x.shape[2]
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_frames == 1:
+        if in_frames != 1:
+            raise ValueError(f"cannot pool {in_frames} frames into 1 causal frame; need exactly 1 input frame")
         return x
-    if num_frames < 1 or (t_f - 1) % (num_frames - 1):
-        raise ValueError(f"cannot group {t_f} frames into 1 + {num_frames - 1} causal chunks")
-    g = (t_f - 1) // (num_frames - 1)
-    b, c, _, h, w = x.shape
-    rest = x[:, :, 1:].reshape(b, c, num_frames - 1, g, h, w).mean(dim=3)
+    group, remainder = divmod(in_frames - 1, num_frames - 1)
+    if remainder != 0 or group < 1:
+        raise ValueError(
+            f"cannot pool {in_frames} frames into {num_frames} causal frames: "
+            f"need {in_frames} = 1 + g * {num_frames - 1} for an integer g >= 1"
+        )
+    if group == 1:
+        return x
+    batch, channels, _, height, width = x.shape
+    rest = x[:, :, 1:].reshape(batch, channels, num_frames - 1, group, height, width).mean(dim=3)
     return torch.cat([x[:, :, :1], rest], dim=2)
 
 
-def spatial_pool(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Average-pool the last two dims of `(B, C, T, H, W)` down to `(height, width)` (integer factors only)."""
-    h, w = x.shape[-2:]
-    if h % height or w % width:
-        raise ValueError(f"cannot pool a {h} x {w} grid to {height} x {width}: factors must be integers")
-    if (h, w) == (height, width):
+def spatial_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Average-pool the last two dims of a video tensor by integer factors to `size`.
+
+    Args:
+        x (`torch.Tensor` of shape `(B, C, T, H, W)`).
+        size (`tuple[int, int]`): target `(H_l, W_l)`; must divide `(H, W)`.
+
+    Returns:
+        `torch.Tensor` of shape `(B, C, T, H_l, W_l)`.
+    """
+    if x.ndim != 5:
+        raise ValueError(f"spatial_avg_pool expects (B, C, T, H, W), got shape {tuple(x.shape)}")
+    height, width = x.shape[-2:]
+    target_h, target_w = size
+    if target_h < 1 or target_w < 1 or height % target_h != 0 or width % target_w != 0:
+        raise ValueError(
+            f"cannot average-pool spatial size {(height, width)} to {(target_h, target_w)}: not divisible"
+        )
+    factor_h, factor_w = height // target_h, width // target_w
+    if factor_h == 1 and factor_w == 1:
         return x
-    return F.avg_pool3d(x, kernel_size=(1, h // height, w // width))
+    return F.avg_pool3d(x, kernel_size=(1, factor_h, factor_w))
 
 
-# ---- entropy and KL maths (float32, no 2^d softmax) --------------------------------------------------------------
-def binary_entropy(p: torch.Tensor) -> torch.Tensor:
-    p = p.clamp(_EPS, 1 - _EPS)
-    return -(p * p.log() + (1 - p) * (1 - p).log())
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers: entropy maths (fp32, autocast off: fp16 NaNs and bf16 index corruption are known LFQ failure modes)
+# ---------------------------------------------------------------------------------------------------------------------
 
 
-def bernoulli_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Elementwise KL(Bern(p) ‖ Bern(q))."""
-    p, q = p.clamp(_EPS, 1 - _EPS), q.clamp(_EPS, 1 - _EPS)
-    return p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()
+def _no_autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _flatten_bits(p: torch.Tensor, name: str) -> torch.Tensor:
+    if p.ndim < 1 or p.shape[-1] < 1:
+        raise ValueError(f"{name} expects probabilities of shape (..., d) with d >= 1, got {tuple(p.shape)}")
+    return p.float().reshape(-1, p.shape[-1])
+
+
+def _distributed_world() -> bool:
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+
+
+def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over processes, keeping the gradient (plain `dist.all_reduce` is in-place and drops it)."""
+    if not _distributed_world():
+        return x
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(x)
+
+
+def _global_token_count(num_tokens: int, device: torch.device) -> torch.Tensor:
+    count = torch.tensor(float(num_tokens), device=device)
+    if _distributed_world():
+        torch.distributed.all_reduce(count)
+    return count
+
+
+def bit_probabilities(bit_logits: torch.Tensor, inverse_temperature: float = 1.0) -> torch.Tensor:
+    """Soft bit probabilities `p = sigmoid(2·τ·z)`, i.e. `softmax([τz, -τz])[0]` over the two signs.
+
+    Args:
+        bit_logits (`torch.Tensor`): pre-sign values `z`, any shape.
+        inverse_temperature (`float`): `τ > 0`.
+
+    Returns:
+        `torch.Tensor` (fp32) of the same shape, values in `(0, 1)`: probability that the bit is +1.
+    """
+    with _no_autocast(bit_logits.device):
+        return torch.sigmoid(2.0 * inverse_temperature * bit_logits.float())
+
+
+def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    q = 1.0 - p
+    return -(p * p.clamp_min(ENTROPY_EPS).log() + q * q.clamp_min(ENTROPY_EPS).log())
+
+
+def _entropy(prob: torch.Tensor) -> torch.Tensor:
+    return -(prob * prob.clamp_min(ENTROPY_EPS).log()).sum()
 
 
 def per_token_entropy(p: torch.Tensor) -> torch.Tensor:
-    """Mean over tokens of the entropy of each token's code distribution, `p (N, d)` bit probabilities.
+    """Mean per-token entropy (nats) of the product-of-Bernoullis code distribution.
 
-    A product of Bernoullis has entropy = the sum of its bits' binary entropies: exact over all 2^d codes.
+    The entropy of a product of independent Bernoullis over all `2**d` codes is exactly the sum of the `d` binary
+    entropies, so no `2**d` softmax is needed.
+
+    Args:
+        p (`torch.Tensor` of shape `(..., d)`): bit probabilities in `[0, 1]`.
+
+    Returns:
+        Scalar fp32 tensor in `[0, d·log 2]`.
     """
-    return binary_entropy(p.float()).sum(-1).mean()
+    with _no_autocast(p.device):
+        flat = _flatten_bits(p, "per_token_entropy")
+        return _binary_entropy(flat).sum(-1).mean()
 
 
-def _half_code_probs(p: torch.Tensor) -> torch.Tensor:
-    """`(N, k)` bit probabilities → `(N, 2^k)` code probabilities, code index MSB = first bit."""
-    n, k = p.shape
-    bits = ((torch.arange(2**k, device=p.device).unsqueeze(-1) >> torch.arange(k - 1, -1, -1, device=p.device)) & 1)
-    bits = bits.to(p.dtype)  # (2^k, k)
-    # prod_i (b_i p_i + (1 - b_i)(1 - p_i)) via logs for stability on long products.
-    logp, log1mp = p.clamp_min(_EPS).log(), (1 - p).clamp_min(_EPS).log()
-    return (logp @ bits.T + log1mp @ (1 - bits).T).exp()
+def _half_code_distribution(p: torch.Tensor) -> torch.Tensor:
+    """(N, k) bit probabilities -> (N, 2**k) code distribution, code index MSB = bit 0."""
+    dist = p.new_ones(p.shape[0], 1)
+    for bit in range(p.shape[1]):
+        prob = p[:, bit : bit + 1]
+        # Appending the new bit as least significant keeps earlier bits more significant.
+        dist = torch.stack([dist * (1.0 - prob), dist * prob], dim=-1).reshape(p.shape[0], -1)
+    return dist
 
 
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    # Differentiable under DDP: plain dist.all_reduce would drop the gradient of the pooled distribution.
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from torch.distributed.nn.functional import all_reduce
+def _exact_chunk_sum(p: torch.Tensor, num_first_bits: int) -> torch.Tensor:
+    first = _half_code_distribution(p[:, :num_first_bits])  # (n, 2**|A|)
+    second = _half_code_distribution(p[:, num_first_bits:])  # (n, 2**|B|)
+    return first.transpose(0, 1) @ second  # (2**|A|, 2**|B|), sum over tokens of the joint code distributions
 
-        return all_reduce(t)
-    return t
+
+def _grouped_chunk_sum(p: torch.Tensor, num_groups: int) -> torch.Tensor:
+    groups = p.reshape(p.shape[0], num_groups, -1).unbind(1)
+    return torch.stack([_half_code_distribution(group).sum(0) for group in groups])  # (G, 2**(d/G))
 
 
 def batch_code_entropy(
     p: torch.Tensor, mode: str = "exact", num_groups: int = 2, chunk_size: int = 8192
 ) -> torch.Tensor:
-    """Entropy of the batch-average code distribution `P(c) = mean_n prod_i p_n(c_i)`, `p (N, d)`.
+    """Entropy (nats) of the batch-average code distribution `P(c) = mean_n prod_i p_n(c_i)`.
 
-    `exact`: split the bits into halves A, B; `P = sum_n PA_n^T PB_n / N` is a 2^|A| x 2^|B| matrix (accumulated over
-    chunks of tokens), so no per-token 2^d distribution is ever built. `grouped`: sum over `num_groups` bit groups of
-    the entropy of each group's average distribution (exact within a group; an upper bound of the exact value).
-    Under torch.distributed the sums are pooled across processes.
-    """
-    if mode not in ENTROPY_MODES:
-        raise ValueError(f"entropy mode {mode!r}; expected one of {ENTROPY_MODES}")
-    p = p.float()
-    n, d = p.shape
-    count = _all_reduce_sum(torch.tensor(float(n), device=p.device))
-    if mode == "exact":
-        a = d // 2
-        total = None
-        for chunk in p.split(chunk_size):
-            part = _half_code_probs(chunk[:, :a]).T @ _half_code_probs(chunk[:, a:])
-            total = part if total is None else total + part
-        probs = (_all_reduce_sum(total) / count).flatten()
-        return -(probs * probs.clamp_min(1e-12).log()).sum()
-    if d % num_groups:
-        raise ValueError(f"codebook_dim={d} is not divisible into {num_groups} entropy groups")
-    entropy = p.new_zeros(())
-    for group in p.split(d // num_groups, dim=1):
-        total = sum(_half_code_probs(chunk).sum(0) for chunk in group.split(chunk_size))
-        probs = _all_reduce_sum(total) / count
-        entropy = entropy - (probs * probs.clamp_min(1e-12).log()).sum()
-    return entropy
-
-
-# ---- blocks ---------------------------------------------------------------------------------------------------------
-class PyraTokQuantizationBlock(nn.Module):
-    """One LaPQ level: lateral + pyramid link + text cross-attention + lookup-free quantization.
+    `"exact"` splits the bits into halves A (first `d // 2`) and B (rest): the joint code distribution of a token is
+    the outer product of its two half-code distributions, so `sum_n P_n` is the matrix `sum_n PA_nᵀ PB_n` of size
+    `2**|A| × 2**|B|` (256 × 256 at d = 16), accumulated over chunks of tokens. `"grouped"` splits the bits into
+    `num_groups` equal groups and sums the exact entropy of each group's average distribution, an upper bound of the
+    exact value that is cheaper for large `d`. Chunks are recomputed in backward, so activation memory stays
+    `O(chunk_size · 2**(d/2))`. Under `torch.distributed` the sums and token counts are reduced across processes
+    with differentiable collectives, because batch entropy is capped by log(number of tokens).
 
     Args:
-        feature_channels: Channels of this level's encoder tap `F^(l)`.
-        hidden_size: Token width.
-        num_heads: Attention heads of the text cross-attention.
-        mlp_ratio: MLP width / hidden_size.
-        codebook_dim: Bits per token.
-        has_parent: Whether a shallower level feeds this one (the pyramid link).
+        p (`torch.Tensor` of shape `(N, d)` or `(..., d)`): bit probabilities in `[0, 1]`.
+        mode (`str`): `"exact"` or `"grouped"`.
+        num_groups (`int`): number of equal bit groups for `"grouped"`; must divide `d`.
+        chunk_size (`int`): tokens per chunk.
+
+    Returns:
+        Scalar fp32 tensor in `[0, d·log 2]`.
+    """
+    if mode not in ENTROPY_MODES:
+        raise ValueError(f"mode={mode!r} must be one of {ENTROPY_MODES}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
+    with _no_autocast(p.device):
+        flat = _flatten_bits(p, "batch_code_entropy")
+        num_tokens, codebook_dim = flat.shape
+        if num_tokens == 0:
+            raise ValueError("batch_code_entropy needs at least one token, got N = 0")
+        if mode == "grouped":
+            if num_groups < 1 or codebook_dim % num_groups != 0:
+                raise ValueError(f"num_groups={num_groups} must be >= 1 and divide the {codebook_dim} bits")
+            chunk_fn, arg = _grouped_chunk_sum, num_groups
+        else:
+            chunk_fn, arg = _exact_chunk_sum, codebook_dim // 2
+        needs_grad = torch.is_grad_enabled() and flat.requires_grad
+        total = None
+        for chunk in flat.split(chunk_size):
+            if needs_grad:
+                part = checkpoint(chunk_fn, chunk, arg, use_reentrant=False)
+            else:
+                part = chunk_fn(chunk, arg)
+            total = part if total is None else total + part
+        total = _all_reduce_sum(total)
+        prob = total / _global_token_count(num_tokens, flat.device)
+        if mode == "grouped":
+            return -(prob * prob.clamp_min(ENTROPY_EPS).log()).sum()
+        return _entropy(prob)
+
+
+def bernoulli_kl(p: torch.Tensor, q: torch.Tensor, eps: float = KL_EPS) -> torch.Tensor:
+    """Elementwise `KL(Bern(p) ‖ Bern(q))` in nats.
+
+    Args:
+        p, q (`torch.Tensor`, broadcastable): probabilities in `[0, 1]`, clamped to `[eps, 1 - eps]` inside the logs.
+        eps (`float`): clamp.
+
+    Returns:
+        fp32 tensor of the broadcast shape, values `>= 0`.
+    """
+    with _no_autocast(p.device):
+        p = p.float()
+        p_c = p.clamp(eps, 1.0 - eps)
+        q_c = q.float().clamp(eps, 1.0 - eps)
+        return p * (p_c.log() - q_c.log()) + (1.0 - p) * ((1.0 - p_c).log() - (1.0 - q_c).log())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Blocks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class PyraTokQuantizationBlock(nn.Module):
+    """One LaPQ level `Q_l(q^(l-1), F^(l), e_t)`: lateral projection, pyramid link, text cross-attention, LFQ.
+
+    The attention's output projection and the MLP's last layer start at zero, so at init the text path is the
+    identity and the codes depend on the visual features only.
+
+    Args:
+        feature_channels (`int`): channels `C_l` of the feature tap.
+        hidden_size (`int`): token width.
+        codebook_dim (`int`): bits per token `d`.
+        num_heads (`int`): attention heads; must divide `hidden_size`.
+        mlp_ratio (`float`): MLP expansion.
+        use_pyramid_link (`bool`): whether this level receives the previous level's codes (False for level 1).
     """
 
     def __init__(
-        self, feature_channels: int, hidden_size: int, num_heads: int, mlp_ratio: float, codebook_dim: int, has_parent: bool
-    ):
+        self,
+        feature_channels: int,
+        hidden_size: int,
+        codebook_dim: int,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        use_pyramid_link: bool = True,
+    ) -> None:
         super().__init__()
+        self.codebook_dim = codebook_dim
         self.lateral = nn.Conv3d(feature_channels, hidden_size, kernel_size=1)
-        self.parent_proj = nn.Conv3d(codebook_dim, hidden_size, kernel_size=1) if has_parent else None
+        self.pyramid_link = nn.Conv3d(codebook_dim, hidden_size, kernel_size=1) if use_pyramid_link else None
         self.attn_norm = nn.LayerNorm(hidden_size)
-        self.text_attn = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
+        self.attn = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
         self.mlp_norm = nn.LayerNorm(hidden_size)
-        self.mlp = nn.Sequential(
-            nn.Linear(hidden_size, int(hidden_size * mlp_ratio)), nn.GELU(), nn.Linear(int(hidden_size * mlp_ratio), hidden_size)
-        )
-        self.to_bits = nn.Linear(hidden_size, codebook_dim)
-        # Identity at init: the text path starts inert and the block passes the lateral features straight to LFQ.
-        for layer in (self.text_attn.out_proj, self.mlp[-1]):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        mlp_hidden = int(hidden_size * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(hidden_size, mlp_hidden), nn.GELU(), nn.Linear(mlp_hidden, hidden_size))
+        # Non-affine normalisation before the bit projection: the residual stream of a pre-LN block is unnormalised,
+        # and a normalised input keeps the bits near zero-mean, which helps codebook utilisation.
+        self.lfq_norm = nn.LayerNorm(hidden_size, elementwise_affine=False)
+        self.lfq_proj = nn.Linear(hidden_size, codebook_dim)
+        self.zero_init_text_residuals()
+
+    def zero_init_text_residuals(self) -> None:
+        """Zero the residual branches (attention output and MLP output) so the text path starts as the identity."""
+        nn.init.zeros_(self.attn.out_proj.weight)
+        nn.init.zeros_(self.attn.out_proj.bias)
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(
         self,
-        feature: torch.Tensor,
+        features: torch.Tensor,
         grid: tuple[int, int, int],
-        parent_codes: torch.Tensor | None,
-        context: torch.Tensor,
-        context_mask: torch.Tensor,
+        text_context: torch.Tensor,
+        text_mask: torch.Tensor,
+        previous_codes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Quantize one level.
-
+        """
         Args:
-            feature: `F^(l)` `(B, C_l, T_l, H_l, W_l)`.
-            grid: This level's token grid `(T', h, w)`.
-            parent_codes: Codes of the level above `(B, d, T', h_p, w_p)` or None.
-            context: Projected text tokens `(B, L, hidden)`; context_mask `(B, L)` bool, True = token.
+            features (`torch.Tensor` of shape `(B, C_l, T_f, H_f, W_f)`): feature tap, `T_f = 1 + g·(T' - 1)`.
+            grid (`tuple[int, int, int]`): this level's token grid `(T', H_l, W_l)`; divides the tap spatially.
+            text_context (`torch.Tensor` of shape `(B, L, hidden_size)`): projected text (or null) tokens.
+            text_mask (`torch.BoolTensor` of shape `(B, L)`): True where a text token is valid; >= 1 per item.
+            previous_codes (`torch.Tensor` of shape `(B, d, T', H_{l-1}, W_{l-1})`, optional): previous level's codes.
 
         Returns:
-            codes `(B, d, T', h, w)` ±1 with straight-through gradient, ids `(B, T', h, w)`, pre-sign z (fp32).
+            `(codes, ids, bit_logits)`: codes `(B, d, T', H_l, W_l)` exactly ±1 with straight-through gradients,
+            ids `(B, T', H_l, W_l)` int64 in `[0, 2**d)`, bit_logits `(B, d, T', H_l, W_l)` fp32.
         """
-        t, h, w = grid
-        x = spatial_pool(temporal_group_pool(self.lateral(feature), t), h, w)
-        if self.parent_proj is not None and parent_codes is not None:
-            x = x + spatial_pool(self.parent_proj(parent_codes.to(x.dtype)), h, w)
-        b, c = x.shape[:2]
-        tokens = x.flatten(2).transpose(1, 2)  # (B, T'*h*w, hidden)
-        q = self.attn_norm(tokens)
-        # Queries are visual tokens, keys/values are text only: no token sees another token, frame or batch item.
-        attended, _ = self.text_attn(q, context, context, key_padding_mask=~context_mask, need_weights=False)
+        frames, height, width = grid
+        # Pooling before the 1×1×1 conv is exact (both linear, pooling weights sum to one) and costs
+        # hidden_size / C_l fewer FLOPs on the large shallow taps.
+        x = spatial_avg_pool(temporal_group_pool(features, frames), (height, width))
+        x = self.lateral(x.to(self.lateral.weight.dtype))  # (B, hidden, T', H_l, W_l)
+        if previous_codes is not None:
+            if self.pyramid_link is None:
+                raise ValueError("this block was built with use_pyramid_link=False but got previous_codes")
+            link_in = spatial_avg_pool(previous_codes, (height, width)).to(self.pyramid_link.weight.dtype)
+            x = x + self.pyramid_link(link_in)
+
+        batch = x.shape[0]
+        tokens = x.flatten(2).transpose(1, 2)  # (B, T'·H_l·W_l, hidden)
+        # Every visual token attends to its own item's text only: no attention across visual tokens or frames,
+        # which keeps the quantizer causal in time and batch items independent.
+        queries = self.attn_norm(tokens)
+        attended = self.attn(queries, text_context, text_context, key_padding_mask=~text_mask, need_weights=False)[0]
         tokens = tokens + attended
         tokens = tokens + self.mlp(self.mlp_norm(tokens))
-        with torch.autocast(device_type=tokens.device.type, enabled=False):
-            # LFQ in fp32: fp16 sign flips near 0 and bf16 index corruption are reported upstream.
-            z = self.to_bits(tokens.float())  # (B, N, d)
-            hard = torch.where(z > 0, 1.0, -1.0)
-            codes = z + (hard - z).detach()
-        z = z.transpose(1, 2).reshape(b, -1, t, h, w)
-        codes = codes.transpose(1, 2).reshape(b, -1, t, h, w)
-        return codes, bits_to_ids(z), z
+
+        with _no_autocast(tokens.device):
+            normed = F.layer_norm(tokens.float(), (tokens.shape[-1],))
+            z = F.linear(normed, self.lfq_proj.weight.float(), self.lfq_proj.bias.float())  # (B, N_l, d)
+        z = z.transpose(1, 2).reshape(batch, self.codebook_dim, frames, height, width)
+        hard = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)  # sign with sign(0) := +1
+        # `hard + (z - sg(z))` is exactly ±1 in the forward pass; `z + sg(hard - z)` can round off ±1.
+        codes = hard + (z - z.detach())
+        return codes, bits_to_ids(hard, dim=1), z
 
 
-class PyraTokFusion(nn.Module):
-    """Sum of every level's code-space output, upsampled to the latent grid, then a small conv stack to `z_dim`.
+class PyraTokCodeFusion(nn.Module):
+    """Fuse the per-level codes into the decoder latent `ẑ`.
 
-    Kernels are spatial only (1x3x3), so the fused latent stays causal in time.
-    """
-
-    def __init__(self, num_levels: int, codebook_dim: int, hidden_size: int, z_dim: int):
-        super().__init__()
-        self.level_proj = nn.ModuleList(nn.Conv3d(codebook_dim, hidden_size, kernel_size=1) for _ in range(num_levels))
-        self.out = nn.Sequential(
-            nn.Conv3d(hidden_size, hidden_size, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
-            nn.SiLU(),
-            nn.Conv3d(hidden_size, z_dim, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
-        )
-
-    def forward(self, codes: Sequence[torch.Tensor], latent_size: tuple[int, int, int]) -> torch.Tensor:
-        fused = 0
-        for proj, c in zip(self.level_proj, codes, strict=True):
-            y = proj(c.to(proj.weight.dtype))
-            fused = fused + F.interpolate(y, size=latent_size, mode="nearest")
-        return self.out(fused)
-
-
-# ---- model ----------------------------------------------------------------------------------------------------------
-class PyraTokLaPQ(nn.Module):
-    """Language-aligned pyramidal quantizer over encoder taps, shallow → deep.
+    Each level is projected from code space, nearest-upsampled to the latent grid and summed; a small conv stack with
+    spatial-only `(1, 3, 3)` kernels maps the sum to `z_dim`, keeping the fusion causal in time.
 
     Args:
-        feature_channels: Channels of the taps fed to each level, shallow → deep.
-        z_dim: Channels of the fused decoder latent.
-        text_embed_dim: Hidden size of the text encoder.
-        level_spatial_strides: Level grid = latent grid / stride (one per level, each divides the next).
-        hidden_size, num_heads, mlp_ratio: Quantization block width and text attention.
-        codebook_dim: Bits per token (shared codebook of `2**codebook_dim` codes).
-        semantic_dim: Width of the shared code/text semantic space.
-        fusion_hidden_size: Width of the fusion stack.
-        bit_inverse_temperature: tau in soft bit probabilities `sigmoid(2 * tau * z)`.
-        entropy_mode, entropy_num_groups, entropy_chunk_size: Batch-entropy computation (see `batch_code_entropy`).
-        commitment_weight, entropy_weight, hierarchical_weight, text_alignment_weight, text_codebook_weight:
-            Loss weights; 0 skips a term entirely.
+        num_levels (`int`): number of pyramid levels.
+        codebook_dim (`int`): bits per token `d`.
+        fusion_hidden_size (`int`): width of the fused features.
+        z_dim (`int`): decoder latent channels.
+    """
+
+    def __init__(self, num_levels: int, codebook_dim: int, fusion_hidden_size: int, z_dim: int) -> None:
+        super().__init__()
+        self.level_proj = nn.ModuleList(
+            [nn.Conv3d(codebook_dim, fusion_hidden_size, kernel_size=1) for _ in range(num_levels)]
+        )
+        self.conv_in = nn.Conv3d(fusion_hidden_size, fusion_hidden_size, kernel_size=(1, 3, 3), padding=(0, 1, 1))
+        self.act = nn.SiLU()
+        self.conv_out = nn.Conv3d(fusion_hidden_size, z_dim, kernel_size=(1, 3, 3), padding=(0, 1, 1))
+
+    def forward(self, codes: Sequence[torch.Tensor], latent_size: tuple[int, int, int]) -> torch.Tensor:
+        """
+        Args:
+            codes (sequence of `torch.Tensor`, each `(B, d, T', H_l, W_l)`): per-level codes, values ±1;
+                `(H_l, W_l)` divides the latent grid.
+            latent_size (`tuple[int, int, int]`): `(T', H', W')`.
+
+        Returns:
+            `torch.Tensor` of shape `(B, z_dim, T', H', W')`.
+        """
+        assert len(codes) == len(self.level_proj), "one code tensor per level"
+        fused = None
+        for proj, level_codes in zip(self.level_proj, codes, strict=True):
+            # A 1×1×1 conv commutes with nearest upsampling, so project on the coarse grid first.
+            level = proj(level_codes.to(proj.weight.dtype))
+            if tuple(level.shape[-3:]) != tuple(latent_size):
+                level = F.interpolate(level, size=tuple(latent_size), mode="nearest")
+            fused = level if fused is None else fused + level
+        return self.conv_out(self.act(self.conv_in(fused)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class PyraTokLaPQ(nn.Module):
+    """Language-aligned pyramidal quantizer (LaPQ) with lookup-free sign codes and a semantic codebook embedding.
+
+    Args:
+        feature_channels (`Sequence[int]`): channels of the tapped features, shallow → deep; one level each.
+        z_dim (`int`): channels of the fused decoder latent.
+        text_embed_dim (`int`): width of the (frozen) text encoder's token embeddings.
+        level_spatial_strides (`Sequence[int]`): level grid = latent grid / stride; one per level, non-decreasing,
+            each dividing the next.
+        hidden_size (`int`): token width inside the blocks.
+        num_heads (`int`): cross-attention heads.
+        mlp_ratio (`float`): MLP expansion in the blocks.
+        codebook_dim (`int`): bits per token; the shared codebook has `2**codebook_dim` codes.
+        semantic_dim (`int`): width `d_s` of the code/text semantic space.
+        fusion_hidden_size (`int`): width of the fusion conv stack.
+        bit_inverse_temperature (`float`): `τ` in `p = sigmoid(2·τ·z)`.
+        entropy_mode (`str`): `"exact"` or `"grouped"` batch entropy.
+        entropy_num_groups (`int`): bit groups for `"grouped"`.
+        entropy_chunk_size (`int`): tokens per chunk in the batch entropy.
+        commitment_weight, entropy_weight, hierarchical_weight, text_alignment_weight, text_codebook_weight (`float`):
+            loss weights; a weight of 0 switches its term off (not computed, absent from `losses`).
     """
 
     def __init__(
@@ -301,88 +546,208 @@ class PyraTokLaPQ(nn.Module):
         hierarchical_weight: float = 1.0,
         text_alignment_weight: float = 1.0,
         text_codebook_weight: float = 1.0,
-    ):
+    ) -> None:
         super().__init__()
-        if len(feature_channels) != len(level_spatial_strides):
+        feature_channels = [int(c) for c in feature_channels]
+        level_spatial_strides = [int(s) for s in level_spatial_strides]
+        if len(feature_channels) == 0 or any(c < 1 for c in feature_channels):
+            raise ValueError(f"feature_channels must be a non-empty list of positive ints, got {feature_channels}")
+        if len(level_spatial_strides) != len(feature_channels):
             raise ValueError(
-                f"{len(feature_channels)} feature taps but {len(level_spatial_strides)} level strides"
+                f"level_spatial_strides {level_spatial_strides} must have one entry per level "
+                f"({len(feature_channels)} feature_channels)"
             )
+        if level_spatial_strides[0] < 1 or any(
+            b < a or b % a != 0 for a, b in zip(level_spatial_strides, level_spatial_strides[1:], strict=False)
+        ):
+            raise ValueError(
+                f"level_spatial_strides {level_spatial_strides} must be positive, non-decreasing, "
+                "each dividing the next"
+            )
+        if not 1 <= codebook_dim <= MAX_CODEBOOK_DIM:
+            raise ValueError(f"codebook_dim={codebook_dim} must lie in 1..{MAX_CODEBOOK_DIM}")
+        if hidden_size % num_heads != 0:
+            raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
         if entropy_mode not in ENTROPY_MODES:
-            raise ValueError(f"entropy_mode={entropy_mode!r}; expected one of {ENTROPY_MODES}")
-        self.feature_channels = list(feature_channels)
-        self.level_spatial_strides = list(level_spatial_strides)
-        self.codebook_dim = codebook_dim
-        self.text_embed_dim = text_embed_dim
-        self.bit_inverse_temperature = bit_inverse_temperature
-        self.entropy_mode, self.entropy_num_groups, self.entropy_chunk_size = entropy_mode, entropy_num_groups, entropy_chunk_size
-        self.weights = {
-            "commitment": commitment_weight,
-            "entropy": entropy_weight,
-            "hierarchical": hierarchical_weight,
-            "text_alignment": text_alignment_weight,
-            "text_codebook": text_codebook_weight,
+            raise ValueError(f"entropy_mode={entropy_mode!r} must be one of {ENTROPY_MODES}")
+        if entropy_mode == "grouped" and (entropy_num_groups < 1 or codebook_dim % entropy_num_groups != 0):
+            raise ValueError(f"entropy_num_groups={entropy_num_groups} must divide codebook_dim={codebook_dim}")
+        if bit_inverse_temperature <= 0:
+            raise ValueError(f"bit_inverse_temperature={bit_inverse_temperature} must be > 0")
+        self.loss_weights = {
+            "commitment": float(commitment_weight),
+            "entropy": float(entropy_weight),
+            "hierarchical": float(hierarchical_weight),
+            "text_alignment": float(text_alignment_weight),
+            "text_codebook": float(text_codebook_weight),
         }
-        self.text_proj = nn.Linear(text_embed_dim, hidden_size)
-        self.null_text_embedding = nn.Parameter(torch.randn(1, 1, hidden_size) * 0.02)
-        self.levels = nn.ModuleList(
-            PyraTokQuantizationBlock(c, hidden_size, num_heads, mlp_ratio, codebook_dim, has_parent=i > 0)
-            for i, c in enumerate(feature_channels)
+        negative = {name: w for name, w in self.loss_weights.items() if w < 0}
+        if negative:
+            raise ValueError(f"loss weights must be >= 0, got {negative}")
+
+        self.feature_channels = feature_channels
+        self.level_spatial_strides = level_spatial_strides
+        self.num_levels = len(feature_channels)
+        self.z_dim = z_dim
+        self.text_embed_dim = text_embed_dim
+        self.hidden_size = hidden_size
+        self.codebook_dim = codebook_dim
+        self.semantic_dim = semantic_dim
+        self.bit_inverse_temperature = float(bit_inverse_temperature)
+        self.entropy_mode = entropy_mode
+        self.entropy_num_groups = entropy_num_groups
+        self.entropy_chunk_size = entropy_chunk_size
+
+        self.blocks = nn.ModuleList(
+            [
+                PyraTokQuantizationBlock(
+                    channels, hidden_size, codebook_dim, num_heads, mlp_ratio, use_pyramid_link=level > 0
+                )
+                for level, channels in enumerate(feature_channels)
+            ]
         )
-        self.fusion = PyraTokFusion(len(feature_channels), codebook_dim, fusion_hidden_size, z_dim)
-        # Semantic codebook (W_c) and text projection P: token–text similarity in this space drives zero-shot tasks.
+        # One text projection shared by all levels, so every level reads the prompt in the same space.
+        self.text_proj = nn.Linear(text_embed_dim, hidden_size)
+        self.null_text_embedding = nn.Parameter(torch.empty(1, 1, hidden_size))
+        self.fusion = PyraTokCodeFusion(self.num_levels, codebook_dim, fusion_hidden_size, z_dim)
+        # Semantic codebook: W_c maps ±1 codes into the space of the projected text P(e_t).
         self.code_embedding = nn.Linear(codebook_dim, semantic_dim, bias=False)
         self.text_semantic_proj = nn.Linear(text_embed_dim, semantic_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.logit_scale = nn.Parameter(torch.empty(()))
+        self.reset_custom_parameters()
 
-    @property
-    def num_levels(self) -> int:
-        return len(self.levels)
+    def reset_custom_parameters(self) -> None:
+        """Re-apply the non-default initialisations (null text embedding, logit scale, zeroed text residuals).
+
+        Call this after a generic weight initialiser (e.g. a `PreTrainedModel._init_weights`) has run.
+        """
+        nn.init.normal_(self.null_text_embedding, std=0.02)
+        with torch.no_grad():
+            self.logit_scale.fill_(LOGIT_SCALE_INIT)
+        for block in self.blocks:
+            block.zero_init_text_residuals()
+
+    # ------------------------------------------------------------------ shapes and validation
 
     def level_grid(self, latent_size: Sequence[int]) -> list[tuple[int, int, int]]:
-        t, h, w = latent_size
-        return [(t, h // s, w // s) for s in self.level_spatial_strides]
+        """Token grid of every level.
 
-    # ---- validation ---------------------------------------------------------------------------------------------
-    def _check_features(self, features: Sequence[torch.Tensor], latent_size: Sequence[int]) -> None:
-        if len(features) != self.num_levels:
-            raise ValueError(f"expected {self.num_levels} feature maps (one per level), got {len(features)}")
-        t, h, w = latent_size
-        s = max(self.level_spatial_strides)
-        if h % s or w % s:
-            raise ValueError(f"latent grid {h} x {w} is not divisible by the deepest level stride {s}")
-        batch = features[0].shape[0]
-        for i, (f, c) in enumerate(zip(features, self.feature_channels, strict=True)):
-            if f.ndim != 5 or f.shape[0] != batch or f.shape[1] != c:
-                raise ValueError(f"level {i + 1} feature has shape {tuple(f.shape)}; expected ({batch}, {c}, T, H, W)")
-            if not torch.isfinite(f).all():
-                raise ValueError(f"level {i + 1} feature contains NaN or Inf values")
+        Args:
+            latent_size (`Sequence[int]`): `(T', H', W')`; `H'` and `W'` divisible by the largest stride.
 
-    def _context(
-        self, batch: int, text_embeds, text_attention_mask, text_present, device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Projected text tokens `(B, L, hidden)`, mask `(B, L)` and presence `(B,)`; null embedding where absent."""
-        null = self.null_text_embedding.expand(batch, 1, -1)
+        Returns:
+            `list[tuple[int, int, int]]`: `(T', H'/s_l, W'/s_l)` per level, shallow → deep.
+        """
+        latent_size = tuple(int(s) for s in latent_size)
+        if len(latent_size) != 3 or any(s < 1 for s in latent_size):
+            raise ValueError(f"latent_size must be 3 positive ints (T', H', W'), got {latent_size}")
+        frames, height, width = latent_size
+        largest = self.level_spatial_strides[-1]
+        if height % largest != 0 or width % largest != 0:
+            raise ValueError(
+                f"latent grid {(height, width)} must be divisible by the largest level stride {largest} "
+                f"(level_spatial_strides={self.level_spatial_strides})"
+            )
+        return [(frames, height // s, width // s) for s in self.level_spatial_strides]
+
+    def _check_features(self, features: Sequence[torch.Tensor], grids: list[tuple[int, int, int]]) -> int:
+        if not isinstance(features, (list, tuple)) or len(features) != self.num_levels:
+            count = len(features) if isinstance(features, (list, tuple)) else type(features).__name__
+            raise ValueError(f"expected a list of {self.num_levels} feature tensors, got {count}")
+        batch = None
+        for level, (feature, channels, grid) in enumerate(zip(features, self.feature_channels, grids, strict=True)):
+            if not isinstance(feature, torch.Tensor) or feature.ndim != 5:
+                shape = tuple(feature.shape) if isinstance(feature, torch.Tensor) else type(feature).__name__
+                raise ValueError(f"level {level}: features must be (B, C, T, H, W), got {shape}")
+            shape = tuple(feature.shape)
+            if shape[1] != channels:
+                raise ValueError(f"level {level}: expected {channels} channels, got features of shape {shape}")
+            if batch is None:
+                batch = shape[0]
+            elif shape[0] != batch:
+                raise ValueError(f"level {level}: batch size {shape[0]} differs from level 0's {batch}")
+            frames, height, width = grid
+            in_frames = shape[2]
+            frames_ok = in_frames == 1 if frames == 1 else (in_frames > 1 and (in_frames - 1) % (frames - 1) == 0)
+            if not frames_ok:
+                raise ValueError(
+                    f"level {level}: {in_frames} frames cannot be grouped causally into {frames} latent frames "
+                    f"(need 1 + g·{frames - 1}); features shape {shape}"
+                )
+            if shape[3] % height != 0 or shape[4] % width != 0:
+                raise ValueError(
+                    f"level {level}: spatial size {shape[3:]} is not divisible by the level grid {(height, width)}"
+                )
+            if not torch.isfinite(feature).all():
+                raise ValueError(f"level {level}: features contain NaN or Inf")
+        return batch
+
+    def _prepare_text(
+        self,
+        text_embeds: torch.Tensor | None,
+        text_attention_mask: torch.Tensor | None,
+        text_present: torch.Tensor | None,
+        batch: int,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Return (context (B, L, hidden), context mask (B, L) bool, present (B,) bool, validated mask or None)."""
+        if text_present is not None:
+            if text_present.shape != (batch,):
+                raise ValueError(f"text_present must have shape ({batch},), got {tuple(text_present.shape)}")
+            if text_present.dtype != torch.bool:
+                if text_present.is_floating_point() or not ((text_present == 0) | (text_present == 1)).all():
+                    raise ValueError(f"text_present must be bool or 0/1 integers, got dtype {text_present.dtype}")
+            text_present = text_present.to(device=device, dtype=torch.bool)
+
         if text_embeds is None:
+            if text_attention_mask is not None:
+                raise ValueError("text_attention_mask was given without text_embeds")
+            if text_present is not None and bool(text_present.any()):
+                raise ValueError("text_present marks items as having text but text_embeds is None")
             present = torch.zeros(batch, dtype=torch.bool, device=device)
-            return null, torch.ones(batch, 1, dtype=torch.bool, device=device), present
+            context = self.null_text_embedding.expand(batch, 1, -1)
+            mask = torch.ones(batch, 1, dtype=torch.bool, device=device)
+            return context, mask, present, None
+
         if text_embeds.ndim != 3 or text_embeds.shape[0] != batch or text_embeds.shape[2] != self.text_embed_dim:
             raise ValueError(
-                f"text_embeds has shape {tuple(text_embeds.shape)}; expected ({batch}, L, {self.text_embed_dim})"
+                f"text_embeds must be (B={batch}, L, {self.text_embed_dim}), got {tuple(text_embeds.shape)}"
             )
+        length = text_embeds.shape[1]
+        if length < 1:
+            raise ValueError("text_embeds has no tokens (L = 0); pass text_embeds=None for no text")
         if not torch.isfinite(text_embeds).all():
-            raise ValueError("text_embeds contains NaN or Inf values")
-        mask = (
-            torch.ones(text_embeds.shape[:2], dtype=torch.bool, device=device)
-            if text_attention_mask is None
-            else text_attention_mask.to(device).bool()
-        )
-        present = torch.ones(batch, dtype=torch.bool, device=device) if text_present is None else text_present.to(device)
-        # Keys = [null token, text tokens]: items with text mask the null token, items without mask every text token.
-        context = torch.cat([null, self.text_proj(text_embeds.to(self.text_proj.weight.dtype))], dim=1)
-        mask = torch.cat([~present[:, None], mask & present[:, None]], dim=1)
-        return context, mask, present
+            raise ValueError("text_embeds contain NaN or Inf")
+        if text_attention_mask is None:
+            text_mask = torch.ones(batch, length, dtype=torch.bool, device=device)
+        else:
+            if text_attention_mask.shape != (batch, length):
+                raise ValueError(
+                    f"text_attention_mask must have shape {(batch, length)}, got {tuple(text_attention_mask.shape)}"
+                )
+            if (
+                text_attention_mask.dtype != torch.bool
+                and not ((text_attention_mask == 0) | (text_attention_mask == 1)).all()
+            ):
+                raise ValueError("text_attention_mask must be bool or contain only 0 and 1")
+            text_mask = text_attention_mask.to(device=device, dtype=torch.bool)
+        present = torch.ones(batch, dtype=torch.bool, device=device) if text_present is None else text_present
+        empty = present & ~text_mask.any(dim=1)
+        if bool(empty.any()):
+            raise ValueError(
+                f"items {empty.nonzero().flatten().tolist()} are marked as having text but their "
+                "text_attention_mask has no valid token"
+            )
+        projected = self.text_proj(text_embeds.to(self.text_proj.weight.dtype))
+        null = self.null_text_embedding.to(projected.dtype).expand_as(projected)
+        # Items without text see exactly one valid token: the learned null embedding in slot 0.
+        context = torch.where(present[:, None, None], projected, null)
+        first_only = torch.arange(length, device=device)[None] == 0
+        mask = torch.where(present[:, None], text_mask, first_only)
+        return context, mask, present, text_mask
 
-    # ---- forward --------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------ public API
+
     def forward(
         self,
         features: Sequence[torch.Tensor],
@@ -392,125 +757,225 @@ class PyraTokLaPQ(nn.Module):
         text_present: torch.Tensor | None = None,
         compute_losses: bool = True,
     ) -> PyraTokQuantizerOutput:
-        """Quantize encoder taps into per-level tokens and the fused decoder latent.
+        """Quantize the feature pyramid into per-level codes and fuse them into the decoder latent.
 
         Args:
-            features: One tap per level `(B, C_l, T_l, H_l, W_l)`, shallow → deep.
-            latent_size: `(T', H', W')` of the decoder latent.
-            text_embeds: `(B, L, text_embed_dim)` or None (then every item uses the null-text embedding).
-            text_attention_mask: `(B, L)`, True / 1 = real token.
-            text_present: `(B,)` bool; False items use the null-text embedding.
-            compute_losses: Compute the quantizer's loss breakdown.
+            features (`Sequence[torch.Tensor]`): one tap per level, shallow → deep, `F^(l)` of shape
+                `(B, C_l, T_l, H_l, W_l)` with `T_l = 1 + g_l·(T' - 1)` and `(H_l, W_l)` divisible by the level grid.
+            latent_size (`Sequence[int]`): `(T', H', W')` of the decoder latent.
+            text_embeds (`torch.Tensor` of shape `(B, L, text_embed_dim)`, optional): frozen text encoder tokens.
+            text_attention_mask (`torch.Tensor` of shape `(B, L)`, optional): bool or 0/1, True/1 = valid token;
+                all valid when omitted.
+            text_present (`torch.BoolTensor` of shape `(B,)`, optional): items that have text; the others use the
+                learned null embedding. Defaults to all True when `text_embeds` is given, all False otherwise.
+            compute_losses (`bool`): compute `loss` and `losses`.
+
+        Returns:
+            [`PyraTokQuantizerOutput`].
         """
-        self._check_features(features, latent_size)
-        batch = features[0].shape[0]
-        context, mask, present = self._context(batch, text_embeds, text_attention_mask, text_present, features[0].device)
-        codes, ids, logits = [], [], []
-        parent = None
-        for block, feature, grid in zip(self.levels, features, self.level_grid(latent_size), strict=True):
-            c, i, z = block(feature, grid, parent, context, mask)
-            codes.append(c)
-            ids.append(i)
-            logits.append(z)
-            parent = c
-        latent = self.fusion(codes, tuple(latent_size))
-        loss = losses = None
-        if compute_losses:
-            loss, losses = self._losses(codes, logits, text_embeds, text_attention_mask, present)
-        return PyraTokQuantizerOutput(
-            latent=latent, codes=tuple(codes), ids=tuple(ids), bit_logits=tuple(logits), loss=loss, losses=losses
+        grids = self.level_grid(latent_size)
+        latent_size = (
+            grids[0][0],
+            grids[0][1] * self.level_spatial_strides[0],
+            grids[0][2] * self.level_spatial_strides[0],
+        )
+        batch = self._check_features(features, grids)
+        device = features[0].device
+        context, context_mask, present, text_mask = self._prepare_text(
+            text_embeds, text_attention_mask, text_present, batch, device
         )
 
-    def _losses(self, codes, logits, text_embeds, text_mask, present) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with torch.autocast(device_type=logits[0].device.type, enabled=False):
-            w = self.weights
-            probs = [torch.sigmoid(2 * self.bit_inverse_temperature * z.float()) for z in logits]
-            flat = [p.flatten(2).transpose(1, 2) for p in probs]  # (B, N_l, d)
-            losses: dict[str, torch.Tensor] = {}
-            if w["commitment"]:
-                losses["commitment"] = torch.stack(
-                    [F.mse_loss(z.float(), torch.where(z > 0, 1.0, -1.0).detach()) for z in logits]
-                ).mean()
-            if w["entropy"]:
-                pooled = torch.cat([f.reshape(-1, self.codebook_dim) for f in flat])
-                token_h = per_token_entropy(pooled)
-                batch_h = batch_code_entropy(pooled, self.entropy_mode, self.entropy_num_groups, self.entropy_chunk_size)
-                losses["entropy"] = token_h - batch_h
-                losses["per_token_entropy"], losses["batch_entropy"] = token_h.detach(), batch_h.detach()
-            if w["hierarchical"] and len(probs) > 1:
-                terms = []
-                for parent, child in zip(probs[:-1], probs[1:]):
-                    target = spatial_pool(parent, *child.shape[-2:])
-                    terms.append(bernoulli_kl(child, target).sum(1).mean())
-                losses["hierarchical"] = torch.stack(terms).mean()
-            has_text = text_embeds is not None and bool(present.any())
-            if has_text and (w["text_alignment"] or w["text_codebook"]):
-                u = self.embed_text(text_embeds, text_mask)[present]  # (B_t, d_s)
-                if w["text_alignment"]:
-                    pi = torch.sigmoid(2 * u @ self.code_embedding.weight.float())  # (B_t, d)
-                    # <W_c c, u> is linear in the bits, so the softmax over all 2^d codes is exactly a product of
-                    # per-bit Bernoullis with these probabilities.
-                    losses["text_alignment"] = torch.stack(
-                        [bernoulli_kl(f[present], pi[:, None, :]).sum(-1).mean() for f in flat]
-                    ).mean()
-                if w["text_codebook"] and int(present.sum()) >= 2:
-                    v = torch.cat([c.flatten(2) for c in codes], dim=2).float()  # (B, d, N)
-                    v = self.code_embedding(v.transpose(1, 2).mean(1))[present]  # mean_i W_c q_i
-                    logits_vt = self.logit_scale.exp() * F.normalize(v, dim=-1) @ F.normalize(u, dim=-1).T
-                    target = torch.arange(len(v), device=v.device)
-                    losses["text_codebook"] = (
-                        F.cross_entropy(logits_vt, target) + F.cross_entropy(logits_vt.T, target)
-                    ) / 2
-            total = sum(w[k] * losses[k] for k in w if k in losses)
-            total = total if isinstance(total, torch.Tensor) else logits[0].new_zeros(())
-        return total, losses
+        codes, ids, bit_logits = [], [], []
+        previous = None
+        for block, feature, grid in zip(self.blocks, features, grids, strict=True):
+            level_codes, level_ids, level_logits = block(feature, grid, context, context_mask, previous)
+            codes.append(level_codes)
+            ids.append(level_ids)
+            bit_logits.append(level_logits)
+            previous = level_codes
+        latent = self.fusion(codes, latent_size)
 
-    # ---- decoding and semantic space ---------------------------------------------------------------------------
-    def ids_to_codes(self, ids: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Per-level ids `(B, T', H_l, W_l)` → codes `(B, d, T', H_l, W_l)` ±1, checking the pyramid's shapes."""
-        if len(ids) != self.num_levels:
-            raise ValueError(f"expected {self.num_levels} id tensors (one per level), got {len(ids)}")
-        first = ids[0]
-        if first.ndim != 4:
-            raise ValueError(f"level 1 ids have shape {tuple(first.shape)}; expected (B, T', H_1, W_1)")
-        s0 = self.level_spatial_strides[0]
-        grids = self.level_grid((first.shape[1], first.shape[2] * s0, first.shape[3] * s0))
-        for i, (level_ids, grid) in enumerate(zip(ids, grids, strict=True)):
-            if tuple(level_ids.shape) != (first.shape[0], *grid):
-                raise ValueError(
-                    f"level {i + 1} ids have shape {tuple(level_ids.shape)}; the pyramid needs {(first.shape[0], *grid)}"
+        loss, losses = None, None
+        if compute_losses:
+            loss, losses = self._compute_losses(codes, bit_logits, text_embeds, text_mask, present)
+        return PyraTokQuantizerOutput(
+            latent=latent, codes=tuple(codes), ids=tuple(ids), bit_logits=tuple(bit_logits), loss=loss, losses=losses
+        )
+
+    def _compute_losses(
+        self,
+        codes: list[torch.Tensor],
+        bit_logits: list[torch.Tensor],
+        text_embeds: torch.Tensor | None,
+        text_mask: torch.Tensor | None,
+        present: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        device = bit_logits[0].device
+        weights = self.loss_weights
+        losses: dict[str, torch.Tensor] = {}
+        with _no_autocast(device):
+            probs = [bit_probabilities(z, self.bit_inverse_temperature) for z in bit_logits]  # (B, d, T', H_l, W_l)
+
+            if weights["commitment"] > 0:
+                terms = [(z - torch.where(z >= 0, 1.0, -1.0)).square().mean() for z in bit_logits]
+                losses["commitment"] = torch.stack(terms).mean()
+
+            if weights["entropy"] > 0:
+                # Batch entropy is capped by log(#tokens): pool the tokens of all levels.
+                pooled = torch.cat([p.movedim(1, -1).reshape(-1, self.codebook_dim) for p in probs])  # (N, d)
+                token_entropy = per_token_entropy(pooled)
+                batch_entropy = batch_code_entropy(
+                    pooled, self.entropy_mode, self.entropy_num_groups, self.entropy_chunk_size
                 )
-        return [ids_to_bits(level_ids, self.codebook_dim) for level_ids in ids]
+                losses["entropy"] = token_entropy - batch_entropy
+                losses["per_token_entropy"] = token_entropy.detach()
+                losses["batch_entropy"] = batch_entropy.detach()
 
-    def codes_to_latent(self, codes: Sequence[torch.Tensor], latent_size: Sequence[int]) -> torch.Tensor:
-        """Per-level codes → fused decoder latent `(B, z_dim, T', H', W')`."""
-        return self.fusion(codes, tuple(latent_size))
+            if weights["hierarchical"] > 0 and self.num_levels > 1:
+                terms = []
+                for coarse, fine in zip(probs[1:], probs[:-1], strict=True):
+                    target = spatial_avg_pool(fine, tuple(coarse.shape[-2:]))
+                    terms.append(bernoulli_kl(coarse, target).sum(1).mean())
+                losses["hierarchical"] = torch.stack(terms).mean()
+
+            num_text = int(present.sum())
+            need_alignment = weights["text_alignment"] > 0 and num_text >= 1
+            need_codebook = weights["text_codebook"] > 0 and num_text >= 2
+            if need_alignment or need_codebook:
+                text_semantic = self.embed_text(text_embeds[present], text_mask[present]).float()  # (K, d_s)
+                code_weight = self.code_embedding.weight.float()  # (d_s, d)
+            if need_alignment:
+                # A code's score <W_c c, u> = sum_i c_i (W_cᵀu)_i is linear in its ±1 bits, so the softmax over all
+                # 2**d codes factorises exactly into per-bit Bernoullis with P(c_i = +1) = sigmoid(2 (W_cᵀu)_i).
+                prior = torch.sigmoid(2.0 * text_semantic @ code_weight)  # (K, d)
+                prior = prior[:, :, None, None, None]
+                terms = [bernoulli_kl(p[present], prior).sum(1).mean() for p in probs]
+                losses["text_alignment"] = torch.stack(terms).mean()
+            if need_codebook:
+                # mean_i W_c q_i = W_c mean_i q_i: average the straight-through codes over all levels' tokens.
+                code_sum = sum(c[present].float().flatten(2).sum(-1) for c in codes)  # (K, d)
+                num_tokens = sum(c[0, 0].numel() for c in codes)
+                visual = F.normalize((code_sum / num_tokens) @ code_weight.t(), dim=-1)  # (K, d_s)
+                text = F.normalize(text_semantic, dim=-1)
+                scale = self.logit_scale.float().clamp(max=LOGIT_SCALE_MAX).exp()
+                logits = scale * visual @ text.t()  # (K, K)
+                labels = torch.arange(num_text, device=device)
+                losses["text_codebook"] = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+            loss = torch.zeros((), device=device)
+            for name in LOSS_NAMES:
+                if name in losses:
+                    loss = loss + weights[name] * losses[name]
+        return loss, losses
 
     def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes `(B, d, ...)` → semantic embeddings `(B, semantic_dim, ...)` (`W_c c`)."""
-        return self.code_embedding(codes.movedim(1, -1).float()).movedim(-1, 1)
+        """Map codes into the semantic space with `W_c` (for token–text similarity, e.g. zero-shot segmentation).
+
+        Args:
+            codes (`torch.Tensor` of shape `(B, codebook_dim, ...)`): codes, values ±1 (soft codes also work).
+
+        Returns:
+            `torch.Tensor` of shape `(B, semantic_dim, ...)`.
+        """
+        if codes.ndim < 2 or codes.shape[1] != self.codebook_dim:
+            raise ValueError(f"codes must be (B, {self.codebook_dim}, ...), got {tuple(codes.shape)}")
+        embedded = self.code_embedding(codes.movedim(1, -1).to(self.code_embedding.weight.dtype))
+        return embedded.movedim(-1, 1)
 
     def embed_text(self, text_embeds: torch.Tensor, text_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Text tokens `(B, L, text_embed_dim)` → `P(e_t)` `(B, semantic_dim)` (masked mean, then projection)."""
-        mask = (
-            torch.ones(text_embeds.shape[:2], device=text_embeds.device)
-            if text_attention_mask is None
-            else text_attention_mask.float()
-        )
-        pooled = (text_embeds.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
-        return self.text_semantic_proj(pooled.to(self.text_semantic_proj.weight.dtype)).float()
+        """Project the masked mean of the text tokens into the semantic space, `P(e_t)`.
+
+        Args:
+            text_embeds (`torch.Tensor` of shape `(B, L, text_embed_dim)`).
+            text_attention_mask (`torch.Tensor` of shape `(B, L)`, optional): bool or 0/1, all valid when omitted.
+
+        Returns:
+            `torch.Tensor` of shape `(B, semantic_dim)`.
+        """
+        if text_embeds.ndim != 3 or text_embeds.shape[2] != self.text_embed_dim:
+            raise ValueError(f"text_embeds must be (B, L, {self.text_embed_dim}), got {tuple(text_embeds.shape)}")
+        if text_attention_mask is None:
+            weight = text_embeds.new_ones(text_embeds.shape[:2])
+        else:
+            if text_attention_mask.shape != text_embeds.shape[:2]:
+                raise ValueError(
+                    f"text_attention_mask shape {tuple(text_attention_mask.shape)} does not match text_embeds "
+                    f"{tuple(text_embeds.shape[:2])}"
+                )
+            weight = text_attention_mask.to(text_embeds.dtype)
+        mean = (text_embeds * weight[..., None]).sum(1) / weight.sum(1, keepdim=True).clamp_min(1.0)
+        return self.text_semantic_proj(mean.to(self.text_semantic_proj.weight.dtype))
+
+    def ids_to_codes(self, ids: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Expand per-level ids into ±1 codes, checking the pyramid's shape relations.
+
+        Args:
+            ids (`Sequence[torch.LongTensor]`): one per level, `(B, T', H_l, W_l)`, values in `[0, 2**codebook_dim)`,
+                with `(H_l, W_l) = (H', W') / s_l` for a latent grid `(H', W')` divisible by the largest stride.
+
+        Returns:
+            `tuple[torch.Tensor, ...]`: per level `(B, codebook_dim, T', H_l, W_l)` fp32 codes in `{-1, +1}`.
+        """
+        if not isinstance(ids, (list, tuple)) or len(ids) != self.num_levels:
+            count = len(ids) if isinstance(ids, (list, tuple)) else type(ids).__name__
+            raise ValueError(f"expected {self.num_levels} id tensors (one per level), got {count}")
+        shapes = [tuple(level_ids.shape) for level_ids in ids]
+        if len(shapes[0]) != 4:
+            raise ValueError(f"level 0: ids must be (B, T', H, W), got {shapes[0]}")
+        batch, frames, height, width = shapes[0]
+        stride = self.level_spatial_strides[0]
+        grids = self.level_grid((frames, height * stride, width * stride))
+        codes = []
+        for level, (level_ids, grid) in enumerate(zip(ids, grids, strict=True)):
+            if shapes[level] != (batch, *grid):
+                raise ValueError(
+                    f"level {level}: ids shape {shapes[level]} does not fit the pyramid; expected {(batch, *grid)} "
+                    f"given level 0 shape {shapes[0]} and strides {self.level_spatial_strides}"
+                )
+            try:
+                codes.append(ids_to_bits(level_ids, self.codebook_dim, dim=1))
+            except ValueError as error:
+                raise ValueError(f"level {level}: {error}") from None
+        return tuple(codes)
+
+    def codes_to_latent(self, codes: Sequence[torch.Tensor], latent_size: Sequence[int] | None = None) -> torch.Tensor:
+        """Fuse per-level codes into the decoder latent (the decoding path from ids).
+
+        Args:
+            codes (`Sequence[torch.Tensor]`): one per level, `(B, codebook_dim, T', H_l, W_l)`, values ±1.
+            latent_size (`Sequence[int]`, optional): `(T', H', W')`; inferred from level 0 and its stride when omitted.
+
+        Returns:
+            `torch.Tensor` of shape `(B, z_dim, T', H', W')`.
+        """
+        if not isinstance(codes, (list, tuple)) or len(codes) != self.num_levels:
+            count = len(codes) if isinstance(codes, (list, tuple)) else type(codes).__name__
+            raise ValueError(f"expected {self.num_levels} code tensors (one per level), got {count}")
+        if codes[0].ndim != 5:
+            raise ValueError(f"level 0: codes must be (B, d, T', H, W), got {tuple(codes[0].shape)}")
+        if latent_size is None:
+            stride = self.level_spatial_strides[0]
+            latent_size = (codes[0].shape[2], codes[0].shape[3] * stride, codes[0].shape[4] * stride)
+        grids = self.level_grid(latent_size)
+        batch = codes[0].shape[0]
+        for level, (level_codes, grid) in enumerate(zip(codes, grids, strict=True)):
+            expected = (batch, self.codebook_dim, *grid)
+            if tuple(level_codes.shape) != expected:
+                raise ValueError(f"level {level}: codes shape {tuple(level_codes.shape)}, expected {expected}")
+        return self.fusion(codes, tuple(int(s) for s in latent_size))
 
 
 __all__ = [
-    "PyraTokFusion",
+    "PyraTokCodeFusion",
     "PyraTokLaPQ",
     "PyraTokQuantizationBlock",
     "PyraTokQuantizerOutput",
     "batch_code_entropy",
     "bernoulli_kl",
+    "bit_probabilities",
     "bits_to_ids",
     "ids_to_bits",
     "per_token_entropy",
-    "spatial_pool",
+    "spatial_avg_pool",
     "temporal_group_pool",
 ]

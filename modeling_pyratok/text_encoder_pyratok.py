@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from .configuration_pyratok import TINY_TEXT_ENCODER, TINY_TEXT_EMBED_DIM
+from .configuration_pyratok import TINY_TEXT_EMBED_DIM, TINY_TEXT_ENCODER
 
 # Byte-level vocabulary of the tiny encoder: 0 = padding, 1 = beginning of text, bytes start at 2.
 _BYTE_OFFSET = 2

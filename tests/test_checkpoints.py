@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modeling_pyratok import AutoencoderPyraTok, PyraTokModel
-from tests.conftest import activate_text_attention, make_video
+from tests.conftest import activate_text_attention
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,7 +104,7 @@ def test_folder_without_weights_is_a_clear_error(tmp_path):
 
 
 def test_remote_code_folder_loads_with_automodel(trained_like_model, video, tmp_path):
-    """`AutoModel.from_pretrained(folder, trust_remote_code=True)` in a fresh process that never imports our package."""
+    """`AutoModel.from_pretrained(folder, trust_remote_code=True)` in a fresh process that never imports us."""
     export = tmp_path / "export"
     trained_like_model.save_pretrained(export)
     config = json.loads((export / "config.json").read_text())

@@ -63,7 +63,9 @@ def test_batch_items_never_see_each_other(tiny_model):
 
 def test_text_changes_tokens_once_cross_attention_is_nonzero(tiny_model, video):
     # Zero-initialised attention output: the quantizer starts text-agnostic.
-    assert all(torch.equal(a, b) for a, b in zip(tiny_model.tokenize(video).ids, tiny_model.tokenize(video, "a cat").ids))
+    assert all(
+        torch.equal(a, b) for a, b in zip(tiny_model.tokenize(video).ids, tiny_model.tokenize(video, "a cat").ids)
+    )
     activate_text_attention(tiny_model)
     no_text = tiny_model.tokenize(video).ids
     cat = tiny_model.tokenize(video, text="a cat").ids
