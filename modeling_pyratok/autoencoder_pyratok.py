@@ -15,6 +15,7 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from .backbone_pyratok import PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
     checkpoint_mismatch_message,
     load_state_dict_strict,
@@ -22,7 +23,6 @@ from .checkpoint_pyratok import (
     read_config,
     resolve_checkpoint,
 )
-from .backbone_pyratok import PyraTokBackboneFeatures
 from .configuration_pyratok import PyraTokConfig, config_field_names
 from .modeling_pyratok import PyraTokCore, TextInput
 
