@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from huggingface_hub import HfApi, ModelCard, ModelCardData
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
@@ -29,6 +31,30 @@ from .text_encoder_pyratok import PyraTokTextEncoder
 _RANGE_TOLERANCE = 1e-3
 
 TextInput = str | Sequence[str | None] | None
+
+MODEL_CARD_TEMPLATE = """# PyraTok
+
+A language-aligned pyramidal video tokenizer (CVPR 2026, *PyraTok: Language-Aligned Pyramidal Tokenizer for Video
+Understanding and Generation*), packaged with the `pyratok` library.
+
+- Backbone: {backbone}, frozen, LoRA on the encoder.
+- LaPQ: {levels} levels (strides {strides} over the latent grid), text cross-attention per level, a shared
+  lookup-free codebook of {bits} bits ({codes} codes).
+- Text encoder (frozen, not stored here): `{text_encoder}`.
+
+## Use
+
+```python
+from modeling_pyratok import AutoencoderPyraTok, PyraTokModel
+
+model = PyraTokModel.from_pretrained("<this repo>")   # or AutoModel.from_pretrained(..., trust_remote_code=True)
+tokens = model.tokenize(video, text="a prompt")      # video (B, 3, 4k+1, H, W) in [-1, 1], H, W multiples of {multiple}
+video_hat = model.detokenize(tokens)
+vae = AutoencoderPyraTok.from_pretrained("<this repo>")  # the same weights as a diffusers VAE
+```
+
+Training data, procedure and evaluation: not recorded by `save_pretrained`; add them before publishing.
+"""
 
 
 @dataclass
@@ -160,10 +186,6 @@ class PyraTokCore(nn.Module):
     def latent_size(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         s = self.config.scale_factor_spatial
         return ((num_frames - 1) // self.backbone.temporal_chunk + 1, height // s, width // s)
-
-    def merged_lora(self):
-        """Context manager: LoRA folded into the encoder convs for faster inference, exact weights restored after."""
-        return self.core.backbone.merged_lora()
 
     # ---- text ---------------------------------------------------------------------------------------------------
     def get_text_encoder(self) -> PyraTokTextEncoder:
@@ -410,6 +432,44 @@ class PyraTokModel(PyraTokPreTrainedModel):
         if missing or unexpected:
             raise ValueError(checkpoint_mismatch_message(str(name_or_path), missing, unexpected, []))
         vae.load_state_dict({own[k]: v for k, v in state.items()}, strict=False)
+
+    # ---- Hub ------------------------------------------------------------------------------------------------------
+    def model_card(self) -> ModelCard:
+        """A Hub model card describing this configuration (written by `save_pretrained`, uploaded by `push_to_hub`)."""
+        c = self.config
+        data = ModelCardData(library_name="transformers", license="apache-2.0", tags=["pyratok", "video-tokenizer"])
+        body = MODEL_CARD_TEMPLATE.format(
+            backbone=f"Wan VAE, z_dim {c.z_dim}, {c.scale_factor_temporal}x{c.scale_factor_spatial}x"
+            f"{c.scale_factor_spatial} compression",
+            levels=c.num_levels,
+            strides=c.level_spatial_strides,
+            bits=c.codebook_dim,
+            codes=2**c.codebook_dim,
+            text_encoder=c.text_encoder_name_or_path,
+            multiple=c.spatial_multiple,
+        )
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, plus a `README.md` model card unless the folder already has one."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        card = os.path.join(save_directory, "README.md")
+        if not os.path.exists(card):
+            self.model_card().save(card)
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None, **kwargs):
+        """Upload config, safetensors weights, remote code and the model card to the Hub repo `repo_id`."""
+        api = HfApi(token=kwargs.pop("token", None))
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, **kwargs)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=folder, commit_message=commit_message or "Upload PyraTok"
+            )
+
+    def merged_lora(self):
+        """Context manager: LoRA folded into the encoder convs for faster inference; exact weights restored after."""
+        return self.core.backbone.merged_lora()
 
     # ---- text -----------------------------------------------------------------------------------------------------
     def get_text_encoder(self) -> PyraTokTextEncoder:

@@ -183,3 +183,27 @@ def test_pretrained_backbone_weights_load_into_the_frozen_backbone(tmp_path, vid
     wrong.save_pretrained(tmp_path / "wrong")
     with pytest.raises(ValueError, match="base_dim"):
         model.load_pretrained_backbone(str(tmp_path / "wrong"), subfolder="")
+
+
+def test_save_pretrained_writes_a_model_card_and_push_uploads_it(tiny_model, tmp_path, monkeypatch):
+    tiny_model.save_pretrained(tmp_path / "saved")
+    card = (tmp_path / "saved" / "README.md").read_text()
+    assert card.startswith("---") and "library_name: transformers" in card and "16 bits (65536 codes)" in card
+
+    uploaded = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=None, exist_ok=True):
+            return type("Repo", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            uploaded.update(repo=repo_id, files=sorted(os.listdir(folder_path)))
+            return "commit"
+
+    monkeypatch.setattr("modeling_pyratok.modeling_pyratok.HfApi", FakeApi)
+    assert tiny_model.push_to_hub("someone/pyratok-tiny") == "commit"
+    assert uploaded["repo"] == "someone/pyratok-tiny"
+    assert {"README.md", "config.json", "model.safetensors", "modeling_pyratok.py"} <= set(uploaded["files"])

@@ -172,3 +172,17 @@ def test_bits_per_pixel_counts_all_levels(tiny_model):
 def test_tokens_dataclass_roundtrip_keeps_latent_size(tiny_model, video):
     tokens = tiny_model.tokenize(video)
     assert isinstance(tokens, PyraTokTokens) and tokens.latent_size == (3, 8, 8)
+
+
+def test_merged_lora_inference_gives_the_same_tokens(video):
+    torch.manual_seed(0)
+    model = PyraTokModel(tiny_config()).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    before = model.tokenize(video)
+    with model.merged_lora():
+        merged = model.tokenize(video)
+    assert sum((a != b).sum().item() for a, b in zip(before.ids, merged.ids)) <= 2  # float noise may flip a bit
+    assert all(torch.equal(a, b) for a, b in zip(before.ids, model.tokenize(video).ids))
