@@ -48,7 +48,7 @@ Understanding and Generation*), packaged with the `pyratok` library.
 from modeling_pyratok import AutoencoderPyraTok, PyraTokModel
 
 model = PyraTokModel.from_pretrained("<this repo>")   # or AutoModel.from_pretrained(..., trust_remote_code=True)
-tokens = model.tokenize(video, text="a prompt")      # video (B, 3, 4k+1, H, W) in [-1, 1], H, W multiples of {multiple}
+tokens = model.tokenize(video, text="a prompt")  # (B, 3, 4k+1, H, W) in [-1, 1]; H, W multiples of {multiple}
 video_hat = model.detokenize(tokens)
 vae = AutoencoderPyraTok.from_pretrained("<this repo>")  # the same weights as a diffusers VAE
 ```
