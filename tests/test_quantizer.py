@@ -4,7 +4,6 @@ import itertools
 
 import pytest
 import torch
-import torch.nn as nn
 
 from modeling_pyratok.quantizer_pyratok import (
     PyraTokLaPQ,
@@ -15,6 +14,7 @@ from modeling_pyratok.quantizer_pyratok import (
     per_token_entropy,
     temporal_group_pool,
 )
+from tests.conftest import activate_text_attention
 
 LATENT = (3, 8, 8)
 CHANNELS = [8, 16, 16, 8]
@@ -53,14 +53,6 @@ def make_text(batch: int = 2, length: int = 5, seed: int = 1) -> tuple[torch.Ten
     mask = torch.ones(batch, length, dtype=torch.bool)
     mask[0, -2:] = False  # padding on item 0
     return embeds, mask
-
-
-def activate_text(model: nn.Module, seed: int = 0, std: float = 0.5) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.MultiheadAttention):
-                module.out_proj.weight.copy_(torch.randn(module.out_proj.weight.shape, generator=g) * std)
 
 
 @pytest.fixture
@@ -223,7 +215,7 @@ def test_loss_backward_reaches_every_part():
         assert grad is not None and grad.abs().sum() > 0, name
     # With the attention output live, gradients reach the shared text projection and the null embedding too.
     model.zero_grad()
-    activate_text(model)
+    activate_text_attention(model)
     present = torch.tensor([True, False])
     model(make_features(), LATENT, text_embeds=embeds, text_attention_mask=mask, text_present=present).loss.backward()
     assert model.text_proj.weight.grad.abs().sum() > 0
@@ -276,7 +268,7 @@ def test_text_is_identity_at_init_and_matters_once_trained(quantizer):
     with_text = quantizer(features, LATENT, text_embeds=embeds, text_attention_mask=mask, compute_losses=False)
     for a, b in zip(plain.ids, with_text.ids, strict=True):
         assert torch.equal(a, b)
-    activate_text(quantizer)
+    activate_text_attention(quantizer)
     other, _ = make_text(seed=7)
     first = quantizer(features, LATENT, text_embeds=embeds, compute_losses=False)
     second = quantizer(features, LATENT, text_embeds=other, compute_losses=False)
@@ -284,7 +276,7 @@ def test_text_is_identity_at_init_and_matters_once_trained(quantizer):
 
 
 def test_batch_items_are_independent(quantizer):
-    activate_text(quantizer)
+    activate_text_attention(quantizer)
     features = make_features()
     embeds, mask = make_text()
     alone = quantizer(
@@ -302,7 +294,7 @@ def test_batch_items_are_independent(quantizer):
 
 
 def test_quantizer_is_causal_in_time(quantizer):
-    activate_text(quantizer)
+    activate_text_attention(quantizer)
     features = make_features()
     embeds, mask = make_text()
     perturbed = [f.clone() for f in features]
