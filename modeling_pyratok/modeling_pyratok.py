@@ -16,8 +16,11 @@ from transformers.utils import ModelOutput, logging
 from .backbone_pyratok import PyraTokBackbone, PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
     checkpoint_mismatch_message,
+    convert_official_state_dict,
+    is_official_config,
     load_state_dict_strict,
     load_weights,
+    official_config_to_pyratok,
     read_config,
     resolve_checkpoint,
 )
@@ -334,6 +337,12 @@ class PyraTokCore(nn.Module):
         return self.quantizer.codes_to_latent(codes, (t, h * s0, w * s0))
 
 
+def load_official_weights(model: nn.Module, files, raw: dict[str, Any], source: str) -> None:
+    """Load an official `AutoencoderKLPyraTok` checkpoint into a residual-mode model (either front end), strictly."""
+    state = convert_official_state_dict(load_weights(files), raw, source)
+    load_state_dict_strict(model, state, source)
+
+
 class PyraTokPreTrainedModel(PreTrainedModel):
     config_class = PyraTokConfig
     base_model_prefix = "core"
@@ -373,11 +382,18 @@ class PyraTokModel(PyraTokPreTrainedModel):
         """Load a PyraTok checkpoint (Hub id or folder) written by `PyraTokModel` or `AutoencoderPyraTok`.
 
         Any missing, unexpected or wrongly shaped weight raises `ValueError` naming it, rather than leaving part of
-        the tokenizer randomly initialised.
+        the tokenizer randomly initialised. The official release (`"onkarsus13/PyraTok"`, `subfolder="vae"`, an
+        `AutoencoderKLPyraTok` folder) is recognised and converted on the fly (`quantizer_mode="residual"`).
         """
         subfolder = kwargs.get("subfolder") or None
         hub_kwargs = {k: v for k, v in kwargs.items() if k != "subfolder"}
         files = resolve_checkpoint(pretrained_model_name_or_path, subfolder, **hub_kwargs)
+        raw = read_config(files.config_file)
+        if is_official_config(raw):
+            model = cls(PyraTokConfig(**official_config_to_pyratok(raw)))
+            load_official_weights(model, files, raw, str(pretrained_model_name_or_path))
+            dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
+            return (model.to(dtype) if dtype is not None else model).eval()
         if files.layout == "diffusers":
             return cls._from_diffusers_folder(files, str(pretrained_model_name_or_path), kwargs)
         want_info = kwargs.pop("output_loading_info", False)
