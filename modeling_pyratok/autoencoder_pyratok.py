@@ -18,13 +18,15 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from .backbone_pyratok import PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
     checkpoint_mismatch_message,
+    is_official_config,
     load_state_dict_strict,
     load_weights,
+    official_config_to_pyratok,
     read_config,
     resolve_checkpoint,
 )
 from .configuration_pyratok import PyraTokConfig, config_field_names
-from .modeling_pyratok import PyraTokCore, TextInput
+from .modeling_pyratok import PyraTokCore, TextInput, load_official_weights
 
 # diffusers' AutoencoderKLWan tiling defaults, in pixels.
 DEFAULT_TILE_SAMPLE_SIZE = 256
@@ -102,10 +104,19 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None, **kwargs: Any
     ) -> AutoencoderPyraTok:
-        """Load a PyraTok checkpoint written by either class; a weight that does not fit raises `ValueError`."""
+        """Load a PyraTok checkpoint written by either class; a weight that does not fit raises `ValueError`.
+
+        The official release (`"onkarsus13/PyraTok"`, `subfolder="vae"`, an `AutoencoderKLPyraTok` folder) is
+        recognised and converted on the fly (`quantizer_mode="residual"`, DESIGN §3b).
+        """
         files = resolve_checkpoint(pretrained_model_name_or_path, subfolder, **kwargs)
+        raw = read_config(files.config_file)
+        if is_official_config(raw):
+            model = cls(**official_config_to_pyratok(raw))
+            load_official_weights(model, files, raw, str(pretrained_model_name_or_path))
+            dtype = kwargs.get("torch_dtype")
+            return (model.to(dtype) if dtype is not None else model).eval()
         if files.layout == "transformers":
-            raw = read_config(files.config_file)
             model = cls(**{k: v for k, v in raw.items() if k in config_field_names()})
             load_state_dict_strict(model, load_weights(files), str(pretrained_model_name_or_path))
             dtype = kwargs.get("torch_dtype")

@@ -1,9 +1,12 @@
-"""Reading PyraTok checkpoint folders written by either front end (transformers or diffusers layout)."""
+"""Reading PyraTok checkpoint folders written by either front end (transformers or diffusers layout), and the
+official release's diffusers folder (`_class_name: AutoencoderKLPyraTok`, Hub `onkarsus13/PyraTok`, `vae/`)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +14,9 @@ import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 from safetensors.torch import load_file
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 CONFIG_NAME = "config.json"
 TRANSFORMERS_WEIGHTS_NAME = "model.safetensors"
@@ -102,8 +108,182 @@ def load_weights(files: PyraTokCheckpointFiles) -> dict[str, torch.Tensor]:
     return load_file(files.weights_file)
 
 
+# ---- the official release (https://github.com/PLAN-Lab/PyraTok, `model.py` and `LaPQ.py`, commit 77741ee) ----------
+OFFICIAL_CLASS_NAME = "AutoencoderKLPyraTok"
+# Where our cores keep the `AutoencoderKLWan` whose keys the official backbone keys equal.
+BACKBONE_PREFIX = "core.backbone.vae."
+# Official config fields that only steer training or the (inert) text path: read, never needed for inference.
+_OFFICIAL_TRAINING_ONLY = (
+    "lapq_quantize_dropout",
+    "lapq_quantize_dropout_cutoff_index",
+    "lapq_quantize_dropout_multiple_of",
+)
+_OFFICIAL_TEXT_FIELDS = (
+    "lapq_text_input_dim",
+    "lapq_text_embed_dim",
+    "lapq_text_mlp_hidden_dim",
+    "lapq_text_condition_heads",
+    "lapq_text_condition_scale",
+)
+_OFFICIAL_QUANTIZER_FIELDS = (
+    "use_lapq_quantizer",
+    "lapq_num_codes",
+    "lapq_num_quantizers",
+    "lapq_codebook_dim",
+    "lapq_commitment_weight",
+    "lapq_entropy_weight",
+    "lapq_inv_temperature",
+)
+_OFFICIAL_BOOKKEEPING = ("_class_name", "_diffusers_version", "_name_or_path", "_use_default_values")
+# Official defaults (`AutoencoderKLPyraTok.__init__`) for quantizer fields a config may omit.
+_OFFICIAL_DEFAULTS = {
+    "use_lapq_quantizer": True,
+    "lapq_num_codes": 2**16,
+    "lapq_num_quantizers": 2,
+    "lapq_codebook_dim": 16,
+    "lapq_commitment_weight": 0.25,
+    "lapq_entropy_weight": 0.1,
+    "lapq_inv_temperature": 100.0,
+}
+_STAGE_KEY = re.compile(r"^lapq_quantizer\.layers\.(\d+)\.(.+)$")
+_TEXT_LAYER_KEYS = (
+    "cross_attn.in_proj_weight",
+    "cross_attn.in_proj_bias",
+    "cross_attn.out_proj.weight",
+    "cross_attn.out_proj.bias",
+    "query_norm.weight",
+    "query_norm.bias",
+    "text_context_norm.weight",
+    "text_context_norm.bias",
+)
+
+
+def is_official_config(raw: dict[str, Any]) -> bool:
+    """Whether a `config.json` was written by the official `AutoencoderKLPyraTok` (the released weights)."""
+    return raw.get("_class_name") == OFFICIAL_CLASS_NAME
+
+
+def _wan_init_params() -> list[str]:
+    from diffusers import AutoencoderKLWan
+
+    return [n for n in inspect.signature(AutoencoderKLWan.__init__).parameters if n != "self"]
+
+
+def official_codebook_dim(raw: dict[str, Any]) -> int:
+    """Bits per stage, resolved as the official quantizer does (`log2(lapq_num_codes)` when the dim is null)."""
+    num_codes = int(raw.get("lapq_num_codes", _OFFICIAL_DEFAULTS["lapq_num_codes"]))
+    dim = raw.get("lapq_codebook_dim", _OFFICIAL_DEFAULTS["lapq_codebook_dim"])
+    dim = int(dim) if dim is not None else num_codes.bit_length() - 1
+    if 2**dim != num_codes:
+        raise ValueError(f"official config: lapq_num_codes={num_codes} is not 2**lapq_codebook_dim (= 2**{dim})")
+    return dim
+
+
+def official_config_to_pyratok(raw: dict[str, Any]) -> dict[str, Any]:
+    """Map an official `AutoencoderKLPyraTok` config to `PyraTokConfig` fields (`quantizer_mode="residual"`).
+
+    Raises:
+        ValueError: for a field this mapping does not know, a disabled quantizer, or a codebook width that differs
+            from `z_dim` (the official code only runs with `lapq_codebook_dim == z_dim`: its projection branch
+            calls a non-existent `nn.TransposeConv3d`).
+    """
+    wan_params = _wan_init_params()
+    known = set(wan_params) | set(_OFFICIAL_BOOKKEEPING) | set(_OFFICIAL_TRAINING_ONLY)
+    known |= set(_OFFICIAL_TEXT_FIELDS) | set(_OFFICIAL_QUANTIZER_FIELDS)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"official {OFFICIAL_CLASS_NAME} config has fields PyraTok does not know: {unknown}")
+    q = {**_OFFICIAL_DEFAULTS, **{k: raw[k] for k in _OFFICIAL_QUANTIZER_FIELDS if k in raw}}
+    if not q["use_lapq_quantizer"]:
+        raise ValueError(f"official config has use_lapq_quantizer={q['use_lapq_quantizer']!r}; PyraTok needs tokens")
+    backbone = {k: raw[k] for k in wan_params if k in raw}
+    codebook_dim = official_codebook_dim(raw)
+    z_dim = int(backbone.get("z_dim", 16))
+    if codebook_dim != z_dim:
+        raise ValueError(f"official config: lapq_codebook_dim={codebook_dim} differs from z_dim={z_dim}")
+    if raw.get("lapq_quantize_dropout"):
+        logger.info("official config: lapq_quantize_dropout is a training-time option; ignored for inference")
+    return {
+        "backbone_config": backbone,
+        "lora_rank": 0,
+        "quantizer_mode": "residual",
+        "num_levels": int(q["lapq_num_quantizers"]),
+        "level_spatial_strides": [1] * int(q["lapq_num_quantizers"]),
+        "codebook_dim": codebook_dim,
+        "commitment_weight": float(q["lapq_commitment_weight"]),
+        "entropy_weight": float(q["lapq_entropy_weight"]),
+        "bit_inverse_temperature": float(q["lapq_inv_temperature"]),
+        # The pyramid's text and hierarchy terms do not exist in this mode.
+        "hierarchical_weight": 0.0,
+        "text_alignment_weight": 0.0,
+        "text_codebook_weight": 0.0,
+        "text_dropout": 0.0,
+    }
+
+
+def _official_extras(raw: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """Non-backbone keys the official model saves (`LaPQ.py` / `model.py`): (required, optional).
+
+    `text_proj` and `lapq_text_mlp` exist only when the text dims were set when the model was built, which a saved
+    config need not record (the official `infer.py` passes them as `from_pretrained` overrides), so they are
+    allowed, not required; they are dropped either way.
+    """
+    stages = int(raw.get("lapq_num_quantizers", _OFFICIAL_DEFAULTS["lapq_num_quantizers"]))
+    required = {f"lapq_quantizer.layers.{i}.{k}" for i in range(stages) for k in ("bitmask", "codebook")}
+    required |= {f"lapq_quantizer.layers.{i}.{k}" for i in range(stages) for k in _TEXT_LAYER_KEYS}
+    optional = {f"lapq_quantizer.layers.{i}.text_proj.{p}" for i in range(stages) for p in ("weight", "bias")}
+    optional |= {f"lapq_text_mlp.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+    return required, optional
+
+
+def convert_official_state_dict(
+    state_dict: dict[str, torch.Tensor], raw: dict[str, Any], source: str
+) -> dict[str, torch.Tensor]:
+    """Official `AutoencoderKLPyraTok` weights → our core's keys (backbone under `core.backbone.vae.`).
+
+    Every stage's `bitmask` / `codebook` buffer must equal the one the official code regenerates (MSB-first powers of
+    two; all `2**d` codes as ±1 bits) and is then dropped: our quantizer computes both. The text weights
+    (`lapq_text_mlp.*`, per stage `cross_attn`, `query_norm`, `text_context_norm`, `text_proj`) are dropped with a
+    logged note: the official quantizer multiplies their output by a scale it forces to 0. Backbone keys pass through
+    unchanged (the caller loads them strictly).
+
+    Raises:
+        ValueError: naming any quantizer key that is missing or unexpected, or a buffer that differs.
+    """
+    dim = official_codebook_dim(raw)
+    required, optional = _official_extras(raw)
+    extras = {k for k in state_dict if k.startswith(("lapq_quantizer.", "lapq_text_mlp."))}
+    missing, unexpected = sorted(required - extras), sorted(extras - required - optional)
+    if missing or unexpected:
+        raise ValueError(checkpoint_mismatch_message(source, missing, unexpected, []))
+    bitmask = 2 ** torch.arange(dim - 1, -1, -1, dtype=torch.long)
+    codebook = ((torch.arange(2**dim, dtype=torch.long)[:, None] & bitmask) > 0).float() * 2 - 1
+    for key in sorted(extras):
+        match = _STAGE_KEY.match(key)
+        name = match.group(2) if match else ""
+        if name in ("bitmask", "codebook"):
+            want = bitmask if name == "bitmask" else codebook
+            got = state_dict[key]
+            if tuple(got.shape) != tuple(want.shape) or not torch.equal(got.to(want.dtype), want):
+                raise ValueError(
+                    f"checkpoint {source}: buffer {key} {tuple(got.shape)} differs from the regenerated "
+                    f"{tuple(want.shape)} one; this is not the official residual sign quantizer"
+                )
+    text_keys = [k for k in extras if not k.endswith((".bitmask", ".codebook"))]
+    if text_keys:
+        logger.info(
+            f"{source}: dropped {len(text_keys)} text-conditioning weights (lapq_text_mlp.*, lapq_quantizer.layers.*."
+            "{cross_attn,query_norm,text_context_norm,text_proj}); the official quantizer forces their scale to 0"
+        )
+    return {BACKBONE_PREFIX + k: v for k, v in state_dict.items() if k not in extras}
+
+
 __all__ = [
+    "OFFICIAL_CLASS_NAME",
     "PyraTokCheckpointFiles",
+    "convert_official_state_dict",
+    "is_official_config",
+    "official_config_to_pyratok",
     "checkpoint_mismatch_message",
     "load_state_dict_strict",
     "load_weights",

@@ -214,7 +214,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-QUANTIZER_MODES = ("pyramid",)
+QUANTIZER_MODES = ("pyramid", "residual")
 ENTROPY_MODES = ("exact", "grouped")
 
 # Backbone-derived attributes that diffusers pipelines read from `vae.config`; `None` means "take it from the
@@ -251,9 +251,13 @@ class PyraTokConfig(PretrainedConfig):
             starts from (`PyraTokModel.load_pretrained_backbone`); never read when a PyraTok checkpoint is loaded.
         backbone_subfolder (`str`, *optional*): Subfolder of `backbone_name_or_path` holding the VAE.
         lora_rank, lora_alpha, lora_dropout: LoRA on every encoder conv (rank 0 disables LoRA).
-        quantizer_mode (`str`): `"pyramid"` (LaPQ, DESIGN §3).
-        num_levels (`int`): LaPQ levels; level `l` uses the `l`-th of the deepest `num_levels` encoder taps.
-        level_spatial_strides (`list[int]`): Level grid = latent grid / stride, one per level, shallow to deep.
+        quantizer_mode (`str`): `"pyramid"` (LaPQ, DESIGN §3) or `"residual"` (the released checkpoint's quantizer,
+            DESIGN §3b: `num_levels` residual sign stages of `codebook_dim = z_dim` bits on the posterior mean, all on
+            the latent grid; needs `lora_rank=0` and strides of 1).
+        num_levels (`int`): LaPQ levels; level `l` uses the `l`-th of the deepest `num_levels` encoder taps. In
+            residual mode: the number of residual stages.
+        level_spatial_strides (`list[int]`): Level grid = latent grid / stride, one per level, shallow to deep
+            (default `[1, 2, 4, ...]`; `[1] * num_levels` in residual mode).
         hidden_size, num_attention_heads, mlp_ratio: Width of the quantization blocks and their text attention.
         codebook_dim (`int`): Bits per token; the shared LFQ codebook has `2**codebook_dim` codes.
         semantic_dim (`int`): Width of the code/text semantic space (zero-shot segmentation and localization).
@@ -328,7 +332,8 @@ class PyraTokConfig(PretrainedConfig):
             WAN21_BACKBONE_CONFIG if self.backbone_config is None else self.backbone_config
         )
         if self.level_spatial_strides is None:
-            self.level_spatial_strides = [2**i for i in range(self.num_levels)]
+            residual = self.quantizer_mode == "residual"
+            self.level_spatial_strides = [1 if residual else 2**i for i in range(self.num_levels)]
         self.level_spatial_strides = [int(s) for s in self.level_spatial_strides]
         self._resolve_backbone_attributes()
         self._validate()
@@ -356,8 +361,10 @@ class PyraTokConfig(PretrainedConfig):
             raise ValueError(f"quantizer_mode={self.quantizer_mode!r}; expected one of {QUANTIZER_MODES}")
         if self.entropy_mode not in ENTROPY_MODES:
             raise ValueError(f"entropy_mode={self.entropy_mode!r}; expected one of {ENTROPY_MODES}")
+        if self.quantizer_mode == "residual":
+            self._validate_residual()
         num_taps = len(self.backbone_config["dim_mult"])
-        if not 1 <= self.num_levels <= num_taps:
+        if self.quantizer_mode == "pyramid" and not 1 <= self.num_levels <= num_taps:
             raise ValueError(
                 f"num_levels={self.num_levels} must be in [1, {num_taps}] (the backbone has {num_taps} taps)"
             )
@@ -384,6 +391,24 @@ class PyraTokConfig(PretrainedConfig):
         if not 0.0 <= self.text_dropout <= 1.0 or not 0.0 <= self.mask_frame_ratio <= 1.0:
             raise ValueError(
                 f"text_dropout={self.text_dropout} and mask_frame_ratio={self.mask_frame_ratio} must lie in [0, 1]"
+            )
+
+    def _validate_residual(self) -> None:
+        # DESIGN §3b: every stage quantizes the posterior mean itself (no projection), on the latent grid, and the
+        # released encoder has no LoRA.
+        if self.num_levels < 1:
+            raise ValueError(f"num_levels={self.num_levels} (residual stages) must be >= 1")
+        if self.codebook_dim != self.backbone_config["z_dim"]:
+            raise ValueError(
+                f"quantizer_mode='residual' quantizes the posterior mean directly: codebook_dim={self.codebook_dim} "
+                f"must equal the backbone z_dim={self.backbone_config['z_dim']}"
+            )
+        if self.lora_rank != 0:
+            raise ValueError(f"quantizer_mode='residual' has no encoder LoRA: lora_rank={self.lora_rank} must be 0")
+        if self.level_spatial_strides is not None and any(s != 1 for s in self.level_spatial_strides):
+            raise ValueError(
+                f"quantizer_mode='residual' puts every stage on the latent grid: level_spatial_strides="
+                f"{self.level_spatial_strides} must all be 1"
             )
 
     @property

@@ -13,19 +13,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 from transformers import PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .backbone_pyratok import PyraTokBackbone, PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
     checkpoint_mismatch_message,
+    convert_official_state_dict,
+    is_official_config,
     load_state_dict_strict,
     load_weights,
+    official_config_to_pyratok,
     read_config,
     resolve_checkpoint,
 )
 from .configuration_pyratok import PyraTokConfig, config_field_names
-from .quantizer_pyratok import PyraTokLaPQ, PyraTokQuantizerOutput
+from .quantizer_pyratok import PyraTokLaPQ, PyraTokQuantizerOutput, PyraTokResidualQuantizer
 from .text_encoder_pyratok import PyraTokTextEncoder
+
+logger = logging.get_logger(__name__)
 
 # Values more than this outside [-1, 1] mean the caller passed [0, 1] or [0, 255] pixels, not a rounding slip.
 _RANGE_TOLERANCE = 1e-3
@@ -110,8 +115,23 @@ class PyraTokCore(nn.Module):
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
         )
+        self.quantizer = self._build_quantizer(config)
+        # A plain attribute, not a submodule: the frozen text encoder never enters the state dict.
+        self.text_encoder: PyraTokTextEncoder | None = None
+
+    def _build_quantizer(self, config: PyraTokConfig) -> PyraTokLaPQ | PyraTokResidualQuantizer:
+        if config.quantizer_mode == "residual":
+            return PyraTokResidualQuantizer(
+                num_stages=config.num_levels,
+                codebook_dim=config.codebook_dim,
+                bit_inverse_temperature=config.bit_inverse_temperature,
+                entropy_mode=config.entropy_mode,
+                entropy_num_groups=config.entropy_num_groups,
+                commitment_weight=config.commitment_weight,
+                entropy_weight=config.entropy_weight,
+            )
         channels = self.backbone.feature_channels()
-        self.quantizer = PyraTokLaPQ(
+        return PyraTokLaPQ(
             feature_channels=channels[len(channels) - config.num_levels :],
             z_dim=config.z_dim,
             text_embed_dim=config.text_embed_dim,
@@ -131,8 +151,6 @@ class PyraTokCore(nn.Module):
             text_alignment_weight=config.text_alignment_weight,
             text_codebook_weight=config.text_codebook_weight,
         )
-        # A plain attribute, not a submodule: the frozen text encoder never enters the state dict.
-        self.text_encoder: PyraTokTextEncoder | None = None
 
     # ---- input validation -------------------------------------------------------------------------------------
     @property
@@ -225,6 +243,13 @@ class PyraTokCore(nn.Module):
         ]
         if len(given) > 1:
             raise ValueError(f"pass at most one of text, input_ids, text_embeds; got {given}")
+        if self.config.quantizer_mode == "residual":
+            # The released checkpoint's text path is inert (DESIGN §3b): never load a text encoder for it.
+            if given:
+                logger.warning_once(
+                    "quantizer_mode='residual' ignores text: the released PyraTok weights are not text-conditioned"
+                )
+            return None, None, torch.zeros(batch_size, dtype=torch.bool, device=device)
         present = torch.ones(batch_size, dtype=torch.bool, device=device)
         embeds = mask = None
         if text is not None:
@@ -285,7 +310,13 @@ class PyraTokCore(nn.Module):
     def quantize_features(
         self, feats: PyraTokBackboneFeatures, text_embeds, text_mask, present, compute_losses: bool
     ) -> PyraTokQuantizerOutput:
-        """Run LaPQ on backbone taps (the deepest `num_levels` of them) on the latent grid of `feats.moments`."""
+        """Run LaPQ on backbone taps (the deepest `num_levels` of them) on the latent grid of `feats.moments`.
+
+        In residual mode the quantizer reads the posterior mean instead (DESIGN §3b).
+        """
+        if self.config.quantizer_mode == "residual":
+            mean = feats.moments[:, : self.config.z_dim]
+            return self.quantizer([mean], tuple(mean.shape[2:]), text_embeds=None, compute_losses=compute_losses)
         taps = feats.features[len(feats.features) - self.config.num_levels :]
         return self.quantizer(
             list(taps),
@@ -328,13 +359,19 @@ class PyraTokCore(nn.Module):
         return self.quantizer.codes_to_latent(codes, (t, h * s0, w * s0))
 
 
+def load_official_weights(model: nn.Module, files, raw: dict[str, Any], source: str) -> None:
+    """Load an official `AutoencoderKLPyraTok` checkpoint into a residual-mode model (either front end), strictly."""
+    state = convert_official_state_dict(load_weights(files), raw, source)
+    load_state_dict_strict(model, state, source)
+
+
 class PyraTokPreTrainedModel(PreTrainedModel):
     config_class = PyraTokConfig
     base_model_prefix = "core"
     main_input_name = "pixel_values"
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = False
-    _no_split_modules = ["PyraTokBackbone", "PyraTokLaPQ"]
+    _no_split_modules = ["PyraTokBackbone", "PyraTokLaPQ", "PyraTokResidualQuantizer"]
 
     def _init_weights(self, module: nn.Module) -> None:
         # Every PyraTok block initialises itself in its constructor (zero-init LoRA B, zero-init attention output,
@@ -367,10 +404,18 @@ class PyraTokModel(PyraTokPreTrainedModel):
         """Load a PyraTok checkpoint (Hub id or folder) written by `PyraTokModel` or `AutoencoderPyraTok`.
 
         Any missing, unexpected or wrongly shaped weight raises `ValueError` naming it, rather than leaving part of
-        the tokenizer randomly initialised.
+        the tokenizer randomly initialised. The official release (`"onkarsus13/PyraTok"`, `subfolder="vae"`, an
+        `AutoencoderKLPyraTok` folder) is recognised and converted on the fly (`quantizer_mode="residual"`).
         """
         subfolder = kwargs.get("subfolder") or None
-        files = resolve_checkpoint(pretrained_model_name_or_path, subfolder, **kwargs)
+        hub_kwargs = {k: v for k, v in kwargs.items() if k != "subfolder"}
+        files = resolve_checkpoint(pretrained_model_name_or_path, subfolder, **hub_kwargs)
+        raw = read_config(files.config_file)
+        if is_official_config(raw):
+            model = cls(PyraTokConfig(**official_config_to_pyratok(raw)))
+            load_official_weights(model, files, raw, str(pretrained_model_name_or_path))
+            dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
+            return (model.to(dtype) if dtype is not None else model).eval()
         if files.layout == "diffusers":
             return cls._from_diffusers_folder(files, str(pretrained_model_name_or_path), kwargs)
         want_info = kwargs.pop("output_loading_info", False)

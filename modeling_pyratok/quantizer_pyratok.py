@@ -965,11 +965,192 @@ class PyraTokLaPQ(nn.Module):
         return self.fusion(codes, tuple(int(s) for s in latent_size))
 
 
+class PyraTokResidualQuantizer(nn.Module):
+    """Residual sign quantizer of the released PyraTok checkpoint (DESIGN.md §3b, `quantizer_mode="residual"`).
+
+    Stage `i` (0-based) takes the running residual `r_i` of the posterior mean (`r_0 = mean`), emits
+    `c_i = sign(r_i)` in {-1, +1} (`r_i >= 0` → +1) and subtracts `2**-i · c_i`; the decoder latent is
+    `sum_i 2**-i · c_i`. Per channel this is the nearest of `2**num_stages` uniform levels with step
+    `2**(1 - num_stages)`, saturating at `±(2 - 2**(1 - num_stages))`. Every stage's `codebook_dim = z_dim` bits
+    are read MSB-first from channel 0 into one id per latent position. There is no projection and no text path: the
+    official model's text cross-attention is multiplied by a scale it forces to 0, so text never changes the output.
+
+    Arithmetic adapted from `ResidualLaPQunatizer3D` / `LaPQuantizer3D` in https://github.com/PLAN-Lab/PyraTok
+    (`LaPQ.py`, commit 77741ee); written anew here.
+
+    Args:
+        num_stages (`int`): residual stages (the official `lapq_num_quantizers`).
+        codebook_dim (`int`): bits per stage and token; must equal the latent channels `z_dim`.
+        bit_inverse_temperature (`float`): `τ` in the entropy term's soft bits `sigmoid(2·τ·r)`.
+        entropy_mode, entropy_num_groups, entropy_chunk_size: batch-entropy options, as in [`PyraTokLaPQ`].
+        commitment_weight, entropy_weight (`float`): loss weights (0 switches a term off).
+    """
+
+    def __init__(
+        self,
+        num_stages: int,
+        codebook_dim: int,
+        bit_inverse_temperature: float = 1.0,
+        entropy_mode: str = "exact",
+        entropy_num_groups: int = 2,
+        entropy_chunk_size: int = 8192,
+        commitment_weight: float = 0.25,
+        entropy_weight: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if num_stages < 1:
+            raise ValueError(f"num_stages={num_stages} must be >= 1")
+        if not 1 <= codebook_dim <= MAX_CODEBOOK_DIM:
+            raise ValueError(f"codebook_dim={codebook_dim} must lie in 1..{MAX_CODEBOOK_DIM}")
+        if entropy_mode not in ENTROPY_MODES:
+            raise ValueError(f"entropy_mode={entropy_mode!r} must be one of {ENTROPY_MODES}")
+        if commitment_weight < 0 or entropy_weight < 0:
+            raise ValueError(f"loss weights must be >= 0, got {commitment_weight=}, {entropy_weight=}")
+        self.num_levels = num_stages
+        self.codebook_dim = codebook_dim
+        self.z_dim = codebook_dim
+        self.level_spatial_strides = [1] * num_stages
+        self.bit_inverse_temperature = float(bit_inverse_temperature)
+        self.entropy_mode = entropy_mode
+        self.entropy_num_groups = entropy_num_groups
+        self.entropy_chunk_size = entropy_chunk_size
+        self.loss_weights = {"commitment": float(commitment_weight), "entropy": float(entropy_weight)}
+
+    def stage_scales(self) -> list[float]:
+        """`2**-i` for stage `i`: exact in every float dtype."""
+        return [2.0**-i for i in range(self.num_levels)]
+
+    def level_grid(self, latent_size: Sequence[int]) -> list[tuple[int, int, int]]:
+        """Every stage's ids lie on the latent grid `(T', H', W')`."""
+        latent_size = tuple(int(s) for s in latent_size)
+        if len(latent_size) != 3 or any(s < 1 for s in latent_size):
+            raise ValueError(f"latent_size must be 3 positive ints (T', H', W'), got {latent_size}")
+        return [latent_size] * self.num_levels
+
+    def forward(
+        self,
+        features: torch.Tensor | Sequence[torch.Tensor],
+        latent_size: Sequence[int],
+        text_embeds: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        text_present: torch.Tensor | None = None,
+        compute_losses: bool = True,
+    ) -> PyraTokQuantizerOutput:
+        """Quantize the posterior mean in `num_stages` residual sign stages.
+
+        Args:
+            features: the posterior mean `(B, z_dim, T', H', W')` (or a one-element list holding it).
+            latent_size: `(T', H', W')`, must match the mean's grid.
+            text_embeds, text_attention_mask, text_present: accepted for interface parity and ignored (the released
+                model's text path is inert).
+            compute_losses: compute the commitment and entropy terms.
+
+        Returns:
+            [`PyraTokQuantizerOutput`]: `latent` in the mean's dtype; per stage `codes` (straight-through, values
+            ±1), `ids` `(B, T', H', W')` and `bit_logits` (the fp32 residual the stage saw).
+        """
+        if isinstance(features, (list, tuple)):
+            if len(features) != 1:
+                raise ValueError(f"expected the posterior mean alone, got a list of {len(features)} tensors")
+            features = features[0]
+        if not isinstance(features, torch.Tensor) or features.ndim != 5 or features.shape[1] != self.codebook_dim:
+            shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+            raise ValueError(f"expected a posterior mean (B, {self.codebook_dim}, T', H', W'), got {shape}")
+        grid = self.level_grid(latent_size)[0]
+        if tuple(features.shape[2:]) != grid:
+            raise ValueError(f"posterior mean grid {tuple(features.shape[2:])} != latent_size {grid}")
+        if not torch.isfinite(features).all():
+            raise ValueError("posterior mean contains NaN or Inf")
+        with _no_autocast(features.device):
+            mean = features.float()
+            residual = mean
+            latent = torch.zeros_like(mean)
+            codes, ids, bit_logits = [], [], []
+            for scale in self.stage_scales():
+                hard = torch.where(residual >= 0, 1.0, -1.0)
+                # Straight-through as in the official code: forward ±1, gradient of the stage's input residual.
+                code = hard + (residual - residual.detach())
+                latent = latent + scale * code
+                bit_logits.append(residual)
+                codes.append(code)
+                ids.append(bits_to_ids(hard, dim=1))
+                residual = residual - scale * code.detach()
+        loss = losses = None
+        if compute_losses:
+            loss, losses = self._compute_losses(bit_logits)
+        return PyraTokQuantizerOutput(
+            latent=latent.to(features.dtype),
+            codes=tuple(codes),
+            ids=tuple(ids),
+            bit_logits=tuple(bit_logits),
+            loss=loss,
+            losses=losses,
+        )
+
+    def _compute_losses(self, bit_logits: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        device = bit_logits[0].device
+        losses: dict[str, torch.Tensor] = {}
+        with _no_autocast(device):
+            if self.loss_weights["commitment"] > 0:
+                terms = [(r - torch.where(r >= 0, 1.0, -1.0)).square().mean() for r in bit_logits]
+                losses["commitment"] = torch.stack(terms).mean()
+            if self.loss_weights["entropy"] > 0:
+                probs = [bit_probabilities(r, self.bit_inverse_temperature) for r in bit_logits]
+                pooled = torch.cat([p.movedim(1, -1).reshape(-1, self.codebook_dim) for p in probs])  # (N, d)
+                token_entropy = per_token_entropy(pooled)
+                batch_entropy = batch_code_entropy(
+                    pooled, self.entropy_mode, self.entropy_num_groups, self.entropy_chunk_size
+                )
+                losses["entropy"] = token_entropy - batch_entropy
+                losses["per_token_entropy"] = token_entropy.detach()
+                losses["batch_entropy"] = batch_entropy.detach()
+            loss = torch.zeros((), device=device)
+            for name, weight in self.loss_weights.items():
+                if name in losses:
+                    loss = loss + weight * losses[name]
+        return loss, losses
+
+    def ids_to_codes(self, ids: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Per-stage ids `(B, T', H', W')` (one shape for all) → per-stage ±1 codes `(B, codebook_dim, T', H', W')`."""
+        if not isinstance(ids, (list, tuple)) or len(ids) != self.num_levels:
+            count = len(ids) if isinstance(ids, (list, tuple)) else type(ids).__name__
+            raise ValueError(f"expected {self.num_levels} id tensors (one per stage), got {count}")
+        shapes = [tuple(stage_ids.shape) for stage_ids in ids]
+        if len(shapes[0]) != 4 or any(s != shapes[0] for s in shapes):
+            raise ValueError(f"every stage's ids must be (B, T', H', W') of one shape, got {shapes}")
+        codes = []
+        for stage, stage_ids in enumerate(ids):
+            try:
+                codes.append(ids_to_bits(stage_ids, self.codebook_dim, dim=1))
+            except ValueError as error:
+                raise ValueError(f"stage {stage}: {error}") from None
+        return tuple(codes)
+
+    def codes_to_latent(self, codes: Sequence[torch.Tensor], latent_size: Sequence[int] | None = None) -> torch.Tensor:
+        """Per-stage ±1 codes → decoder latent `sum_i 2**-i · c_i`, `(B, z_dim, T', H', W')`."""
+        if not isinstance(codes, (list, tuple)) or len(codes) != self.num_levels:
+            count = len(codes) if isinstance(codes, (list, tuple)) else type(codes).__name__
+            raise ValueError(f"expected {self.num_levels} code tensors (one per stage), got {count}")
+        expected = tuple(codes[0].shape)
+        if len(expected) != 5 or expected[1] != self.codebook_dim:
+            raise ValueError(f"stage 0: codes must be (B, {self.codebook_dim}, T', H', W'), got {expected}")
+        if latent_size is not None and tuple(int(s) for s in latent_size) != expected[2:]:
+            raise ValueError(f"codes grid {expected[2:]} != latent_size {tuple(latent_size)}")
+        for stage, stage_codes in enumerate(codes):
+            if tuple(stage_codes.shape) != expected:
+                raise ValueError(f"stage {stage}: codes shape {tuple(stage_codes.shape)}, expected {expected}")
+        latent = sum(scale * c.float() for scale, c in zip(self.stage_scales(), codes, strict=True))
+        # Codes expanded from ids are channels-last in memory; a contiguous latent takes the same conv kernels as
+        # the encode path, so decoding ids reproduces decoding the encoder's latent bit for bit.
+        return latent.contiguous()
+
+
 __all__ = [
     "PyraTokCodeFusion",
     "PyraTokLaPQ",
     "PyraTokQuantizationBlock",
     "PyraTokQuantizerOutput",
+    "PyraTokResidualQuantizer",
     "batch_code_entropy",
     "bernoulli_kl",
     "bit_probabilities",
