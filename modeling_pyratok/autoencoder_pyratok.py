@@ -172,9 +172,7 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     # ---- encode -----------------------------------------------------------------------------------------------------
     def _encode_latent(self, x: torch.Tensor, text: TextInput) -> torch.Tensor:
-        core = self.core
-        embeds, mask, present = core.text_condition(x.shape[0], x.device, text)
-        return core.quantize(x, embeds, mask, present, compute_losses=False)[0].latent
+        return self.core.quantize(x, text=text)[0].latent
 
     def _tiled_encode_latent(self, x: torch.Tensor, text: TextInput) -> torch.Tensor:
         """Run the backbone encoder on overlapping pixel tiles, blend every tap, then run LaPQ on the whole grid.
@@ -298,8 +296,7 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
         Runs untiled: token grids are not blended across tiles.
         """
         x5, _ = self.core.check_video(x, name="x")
-        embeds, mask, present = self.core.text_condition(x5.shape[0], x5.device, text)
-        return list(self.core.quantize(x5, embeds, mask, present, compute_losses=False)[0].ids)
+        return list(self.core.quantize(x5, text=text)[0].ids)
 
     @torch.no_grad()
     def decode_from_ids(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:

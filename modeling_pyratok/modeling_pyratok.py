@@ -301,11 +301,25 @@ class PyraTokCore(nn.Module):
 
     # ---- encode / decode ----------------------------------------------------------------------------------------
     def quantize(
-        self, x: torch.Tensor, text_embeds, text_mask, present, compute_losses: bool
+        self,
+        x: torch.Tensor,
+        compute_losses: bool = False,
+        text: TextInput = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
     ) -> tuple[PyraTokQuantizerOutput, torch.Tensor]:
-        """Run backbone + LaPQ on a validated 5-D clip. Returns the quantizer output and the posterior moments."""
+        """Text conditioning + backbone + quantizer on a validated 5-D clip (text arguments as `text_condition`).
+
+        Returns:
+            The quantizer output and the posterior moments `(B, 2 * z_dim, T', H', W')`.
+        """
+        embeds, mask, present = self.text_condition(
+            x.shape[0], x.device, text, input_ids, attention_mask, text_embeds, text_attention_mask
+        )
         feats = self.backbone.encode_features(x)
-        return self.quantize_features(feats, text_embeds, text_mask, present, compute_losses), feats.moments
+        return self.quantize_features(feats, embeds, mask, present, compute_losses), feats.moments
 
     def quantize_features(
         self, feats: PyraTokBackboneFeatures, text_embeds, text_mask, present, compute_losses: bool
@@ -550,10 +564,9 @@ class PyraTokModel(PyraTokPreTrainedModel):
             `PyraTokOutput`.
         """
         x, is_image = self.core.check_video(pixel_values)
-        embeds, mask, present = self.core.text_condition(
-            x.shape[0], x.device, text, input_ids, attention_mask, text_embeds, text_attention_mask
+        q, moments = self.core.quantize(
+            x, return_loss, text, input_ids, attention_mask, text_embeds, text_attention_mask
         )
-        q, moments = self.core.quantize(x, embeds, mask, present, compute_losses=return_loss)
         reconstruction = self.core.decode_latent(q.latent)
         loss = losses = None
         if return_loss:
@@ -580,10 +593,7 @@ class PyraTokModel(PyraTokPreTrainedModel):
     ) -> PyraTokTokens:
         """Video (+ optional text) → per-level token ids. See `forward` for the argument layouts."""
         x, is_image = self.core.check_video(pixel_values)
-        embeds, mask, present = self.core.text_condition(
-            x.shape[0], x.device, text, text_embeds=text_embeds, text_attention_mask=text_attention_mask
-        )
-        q, moments = self.core.quantize(x, embeds, mask, present, compute_losses=False)
+        q, moments = self.core.quantize(x, text=text, text_embeds=text_embeds, text_attention_mask=text_attention_mask)
         return PyraTokTokens(ids=list(q.ids), latent_size=tuple(moments.shape[2:]), is_image=is_image)
 
     @torch.no_grad()
@@ -603,10 +613,9 @@ class PyraTokModel(PyraTokPreTrainedModel):
     ) -> torch.Tensor:
         """Video → fused (quantized) decoder latent `(B, z_dim, T', H', W')` (4-D for image input)."""
         x, is_image = self.core.check_video(pixel_values)
-        embeds, mask, present = self.core.text_condition(
-            x.shape[0], x.device, text, text_embeds=text_embeds, text_attention_mask=text_attention_mask
-        )
-        latent = self.core.quantize(x, embeds, mask, present, compute_losses=False)[0].latent
+        latent = self.core.quantize(x, text=text, text_embeds=text_embeds, text_attention_mask=text_attention_mask)[
+            0
+        ].latent
         return latent[:, :, 0] if is_image else latent
 
     @torch.no_grad()
