@@ -79,8 +79,7 @@ def build(preset: str, device: torch.device, dtype: torch.dtype, seed: int) -> t
             if "lora_B" in name:
                 p.normal_(0, 1e-3)
     backbone = AutoencoderKLWan(**model.config.backbone_config).to(device=device, dtype=dtype).eval()
-    state = model.core.backbone.vae.state_dict()
-    backbone.load_state_dict({k.replace(".base_layer", ""): v for k, v in state.items() if "lora_" not in k})
+    backbone.load_state_dict(model.core.backbone.wan_state_dict())
     return model, backbone
 
 

@@ -18,15 +18,13 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from .backbone_pyratok import PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
     checkpoint_mismatch_message,
-    is_official_config,
     load_state_dict_strict,
-    load_weights,
-    official_config_to_pyratok,
     read_config,
+    read_foreign_checkpoint,
     resolve_checkpoint,
 )
 from .configuration_pyratok import PyraTokConfig, config_field_names
-from .modeling_pyratok import PyraTokCore, TextInput, load_official_weights
+from .modeling_pyratok import PyraTokCore, TextInput
 
 # diffusers' AutoencoderKLWan tiling defaults, in pixels.
 DEFAULT_TILE_SAMPLE_SIZE = 256
@@ -110,15 +108,12 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
         recognised and converted on the fly (`quantizer_mode="residual"`, DESIGN §3b).
         """
         files = resolve_checkpoint(pretrained_model_name_or_path, subfolder, **kwargs)
-        raw = read_config(files.config_file)
-        if is_official_config(raw):
-            model = cls(**official_config_to_pyratok(raw))
-            load_official_weights(model, files, raw, str(pretrained_model_name_or_path))
-            dtype = kwargs.get("torch_dtype")
-            return (model.to(dtype) if dtype is not None else model).eval()
-        if files.layout == "transformers":
-            model = cls(**{k: v for k, v in raw.items() if k in config_field_names()})
-            load_state_dict_strict(model, load_weights(files), str(pretrained_model_name_or_path))
+        source = str(pretrained_model_name_or_path)
+        foreign = read_foreign_checkpoint(files, read_config(files.config_file), "diffusers", source)
+        if foreign is not None:
+            fields, state = foreign
+            model = cls(**fields)
+            load_state_dict_strict(model, state, source)
             dtype = kwargs.get("torch_dtype")
             return (model.to(dtype) if dtype is not None else model).eval()
         want_info = kwargs.pop("output_loading_info", False)

@@ -22,6 +22,8 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora.layer import Conv3d as PeftLoraConv3d
 from peft.tuners.lora.layer import LoraLayer
 
+from .checkpoint_pyratok import checkpoint_mismatch_message
+
 LORA_ADAPTER_NAME = "default"
 
 
@@ -158,6 +160,19 @@ class PyraTokBackbone(nn.Module):
         for name, param in self.vae.encoder.named_parameters():
             if "lora_" in name:
                 yield param
+
+    def wan_state_dict(self) -> dict[str, torch.Tensor]:
+        """The frozen backbone's weights under plain `AutoencoderKLWan` key names (LoRA wrappers and adapters out)."""
+        # LoRA wraps encoder convs: their frozen weights live under `.base_layer`.
+        return {k.replace(".base_layer", ""): v for k, v in self.vae.state_dict().items() if "lora_" not in k}
+
+    def load_wan_state_dict(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load plain `AutoencoderKLWan` weights into the frozen backbone; any key mismatch raises `ValueError`."""
+        own = {k.replace(".base_layer", ""): k for k in self.vae.state_dict() if "lora_" not in k}
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(checkpoint_mismatch_message(source, missing, unexpected, []))
+        self.vae.load_state_dict({own[k]: v for k, v in state.items()}, strict=False)
 
     @contextlib.contextmanager
     def lora_disabled(self) -> Iterator[None]:

@@ -16,6 +16,8 @@ from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalE
 from safetensors.torch import load_file
 from transformers.utils import logging
 
+from .configuration_pyratok import config_field_names
+
 logger = logging.get_logger(__name__)
 
 CONFIG_NAME = "config.json"
@@ -278,7 +280,24 @@ def convert_official_state_dict(
     return {BACKBONE_PREFIX + k: v for k, v in state_dict.items() if k not in extras}
 
 
+def read_foreign_checkpoint(
+    files: PyraTokCheckpointFiles, raw: dict[str, Any], native_layout: str, source: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """Config fields and state dict of a folder the calling front end cannot load natively, or None.
+
+    Foreign means the other front end's layout (same keys, other file name) or the official `AutoencoderKLPyraTok`
+    release (converted here). The caller builds itself from the fields and loads the state with
+    `load_state_dict_strict`.
+    """
+    if is_official_config(raw):
+        return official_config_to_pyratok(raw), convert_official_state_dict(load_weights(files), raw, source)
+    if files.layout != native_layout:
+        return {k: v for k, v in raw.items() if k in config_field_names()}, load_weights(files)
+    return None
+
+
 __all__ = [
+    "read_foreign_checkpoint",
     "OFFICIAL_CLASS_NAME",
     "PyraTokCheckpointFiles",
     "convert_official_state_dict",

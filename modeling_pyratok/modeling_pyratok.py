@@ -18,15 +18,12 @@ from transformers.utils import ModelOutput, logging
 from .backbone_pyratok import PyraTokBackbone, PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
     checkpoint_mismatch_message,
-    convert_official_state_dict,
-    is_official_config,
     load_state_dict_strict,
-    load_weights,
-    official_config_to_pyratok,
     read_config,
+    read_foreign_checkpoint,
     resolve_checkpoint,
 )
-from .configuration_pyratok import PyraTokConfig, config_field_names
+from .configuration_pyratok import PyraTokConfig
 from .quantizer_pyratok import PyraTokLaPQ, PyraTokQuantizerOutput, PyraTokResidualQuantizer
 from .text_encoder_pyratok import PyraTokTextEncoder
 
@@ -373,12 +370,6 @@ class PyraTokCore(nn.Module):
         return self.quantizer.codes_to_latent(codes, (t, h * s0, w * s0))
 
 
-def load_official_weights(model: nn.Module, files, raw: dict[str, Any], source: str) -> None:
-    """Load an official `AutoencoderKLPyraTok` checkpoint into a residual-mode model (either front end), strictly."""
-    state = convert_official_state_dict(load_weights(files), raw, source)
-    load_state_dict_strict(model, state, source)
-
-
 class PyraTokPreTrainedModel(PreTrainedModel):
     config_class = PyraTokConfig
     base_model_prefix = "core"
@@ -424,14 +415,14 @@ class PyraTokModel(PyraTokPreTrainedModel):
         subfolder = kwargs.get("subfolder") or None
         hub_kwargs = {k: v for k, v in kwargs.items() if k != "subfolder"}
         files = resolve_checkpoint(pretrained_model_name_or_path, subfolder, **hub_kwargs)
-        raw = read_config(files.config_file)
-        if is_official_config(raw):
-            model = cls(PyraTokConfig(**official_config_to_pyratok(raw)))
-            load_official_weights(model, files, raw, str(pretrained_model_name_or_path))
+        source = str(pretrained_model_name_or_path)
+        foreign = read_foreign_checkpoint(files, read_config(files.config_file), "transformers", source)
+        if foreign is not None:
+            fields, state = foreign
+            model = cls(PyraTokConfig(**fields))
+            load_state_dict_strict(model, state, source)
             dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
             return (model.to(dtype) if dtype is not None else model).eval()
-        if files.layout == "diffusers":
-            return cls._from_diffusers_folder(files, str(pretrained_model_name_or_path), kwargs)
         want_info = kwargs.pop("output_loading_info", False)
         # Let transformers report size mismatches instead of raising its generic RuntimeError; we raise below.
         kwargs.setdefault("ignore_mismatched_sizes", True)
@@ -449,18 +440,6 @@ class PyraTokModel(PyraTokPreTrainedModel):
                 )
             )
         return (model, info) if want_info else model
-
-    @classmethod
-    def _from_diffusers_folder(cls, files, source: str, kwargs: dict[str, Any]) -> PyraTokModel:
-        raw = read_config(files.config_file)
-        fields = {k: v for k, v in raw.items() if k in config_field_names()}
-        model = cls(PyraTokConfig(**fields))
-        # The diffusers face stores the same core under the same prefix: the keys match one to one.
-        load_state_dict_strict(model, load_weights(files), source)
-        dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
-        if dtype is not None:
-            model.to(dtype)
-        return model.eval()
 
     def load_pretrained_backbone(
         self, name_or_path: str | None = None, subfolder: str | None = None, **kwargs
@@ -482,15 +461,7 @@ class PyraTokModel(PyraTokPreTrainedModel):
         differing = sorted(k for k, v in expected.items() if k in pretrained.config and pretrained.config[k] != v)
         if differing:
             raise ValueError(f"backbone {name_or_path!r} differs from config.backbone_config in {differing}")
-        state = pretrained.state_dict()
-        vae = self.core.backbone.vae
-        # LoRA wraps encoder convs: their frozen weights live under `.base_layer`.
-        own = {k.replace(".base_layer", ""): k for k in vae.state_dict() if "lora_" not in k}
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise ValueError(checkpoint_mismatch_message(str(name_or_path), missing, unexpected, []))
-        vae.load_state_dict({own[k]: v for k, v in state.items()}, strict=False)
+        self.core.backbone.load_wan_state_dict(pretrained.state_dict(), str(name_or_path))
 
     # ---- Hub ------------------------------------------------------------------------------------------------------
     def model_card(self) -> ModelCard:

@@ -180,9 +180,6 @@ def test_swaps_into_a_diffusers_wan_pipeline(tiny_vae):
 def test_wan_vae_and_pyratok_share_the_latent_space(tiny_vae, video):
     """The backbone is a plain AutoencoderKLWan: its latents decode through PyraTok to the same pixels."""
     wan = AutoencoderKLWan(**tiny_vae.pyratok_config.backbone_config).eval()
-    state = {
-        k.replace(".base_layer", ""): v for k, v in tiny_vae.core.backbone.vae.state_dict().items() if "lora_" not in k
-    }
-    wan.load_state_dict(state)
+    wan.load_state_dict(tiny_vae.core.backbone.wan_state_dict())
     z = wan.encode(video).latent_dist.mode()
     assert torch.allclose(wan.decode(z).sample, tiny_vae.decode(z).sample, atol=1e-6)

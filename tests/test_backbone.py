@@ -15,9 +15,7 @@ def backbones():
     torch.manual_seed(0)
     with_lora = PyraTokBackbone(config, lora_rank=16, lora_alpha=32)
     plain = PyraTokBackbone(config, lora_rank=0)
-    plain.load_state_dict(
-        {k.replace(".base_layer", ""): v for k, v in with_lora.state_dict().items() if "lora_" not in k}
-    )
+    plain.load_wan_state_dict(with_lora.wan_state_dict(), "with_lora")
     return with_lora.eval(), plain.eval()
 
 
