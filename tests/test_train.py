@@ -1,0 +1,161 @@
+"""The trainer end to end on generated shards: loss goes down, exact resume, final folders, recipes, config errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
+
+from modeling_pyratok import AutoencoderPyraTok, PyraTokModel
+from training.config import TrainConfig, parse_overrides
+from training.make_shards import make_shards
+from training.train import build_objective, list_checkpoints, train
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*.yaml"))
+TINY_LM = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "vocab_size": 8,
+    "max_position_embeddings": 256,
+}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    make_shards(out, seed=0, size=64, frames=9, num_train=16, num_val=4, num_test=4, shard_size=8)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def tiny_run(shards: Path, output_dir: Path, **overrides) -> TrainConfig:
+    fields = {
+        "task": "pyratok",
+        "model_preset": "tiny",
+        "backbone_name_or_path": "none",
+        "data": {
+            "data_files": [str(shards / "train" / "*.tar")],
+            "num_frames": [5],
+            "resolutions": [[64, 64]],
+            "batch_size": 2,
+            "shuffle_buffer": 8,
+        },
+        "output_dir": str(output_dir),
+        "max_train_steps": 20,
+        "learning_rate": 3e-3,
+        "lr_scheduler": "constant",
+        "logging_steps": 1,
+        "checkpointing_steps": 10,
+        "recon_lpips_weight": 0.0,
+        "use_ar_loss": True,
+        "ar_language_model": None,
+        "ar_language_model_config": TINY_LM,
+        "max_ar_tokens": 64,
+        "progress_bar": False,
+    }
+    fields.update(overrides)
+    return TrainConfig.from_dict(fields)
+
+
+def read_log(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "logs.jsonl").read_text().splitlines()]
+
+
+def test_thirty_steps_lower_the_loss_and_save_both_faces(shards, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_run(shards, out, max_train_steps=30, checkpointing_steps=30))
+    losses = [r["loss"] for r in read_log(out) if "loss" in r]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+    # every loss term is logged on its own
+    record = read_log(out)[-1]
+    for key in ("recon/l1", "recon/ssim", "codebook/entropy", "codebook/commitment", "latent", "ar"):
+        assert key in record, key
+    final = Path(summary["final"])
+    model = PyraTokModel.from_pretrained(final)
+    vae = AutoencoderPyraTok.from_pretrained(out / "final-diffusers")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), vae.state_dict().values(), strict=True))
+    # training-only heads stay out of the model folder but are in the training state
+    assert not any("ar_head" in k for k in load_file(final / "model.safetensors"))
+    assert "30 x batch 2" in (final / "README.md").read_text()
+    assert list_checkpoints(out)[-1].name == "checkpoint-30"
+
+
+def test_resume_reproduces_the_uninterrupted_run(shards, tmp_path):
+    straight = tmp_path / "straight"
+    train(tiny_run(shards, straight))
+    AcceleratorState._reset_state(True)
+    interrupted = tmp_path / "interrupted"
+    train(tiny_run(shards, interrupted, max_train_steps=10))
+    AcceleratorState._reset_state(True)
+    train(tiny_run(shards, interrupted, resume_from_checkpoint="latest"))
+
+    full = {r["step"]: r["loss"] for r in read_log(straight)}
+    resumed = {r["step"]: r["loss"] for r in read_log(interrupted)}
+    assert sorted(resumed) == list(range(1, 21))
+    for step in range(11, 21):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+    a = load_file(straight / "final" / "model.safetensors")
+    b = load_file(interrupted / "final" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_backbone_vae_task_feeds_a_pyratok_run(shards, tmp_path):
+    backbone = tmp_path / "backbone"
+    train(tiny_run(shards, backbone, task="backbone_vae", max_train_steps=2, use_ar_loss=False))
+    AcceleratorState._reset_state(True)
+    config = tiny_run(shards, tmp_path / "pyratok", backbone_name_or_path=str(backbone / "final"))
+    _, model = build_objective(config)
+    from diffusers import AutoencoderKLWan
+
+    pretrained = AutoencoderKLWan.from_pretrained(backbone / "final")
+    ours = model.core.backbone.wan_state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in pretrained.state_dict().items())
+
+
+def test_trainable_parameters_are_lora_and_quantizer_only(shards, tmp_path):
+    objective, model = build_objective(tiny_run(shards, tmp_path))
+    trainable = {n for n, p in objective.named_parameters() if p.requires_grad}
+    assert trainable and all(
+        "lora_" in n or n.startswith("model.core.quantizer.") or n.startswith("ar_head.") for n in trainable
+    ), sorted(trainable)[:5]
+    assert not any(n.startswith("ar_head.language_model") for n in trainable)
+    assert not any("lpips" in k or "language_model" in k for k in objective.state_dict())
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_parse(recipe):
+    config = TrainConfig.from_yaml(recipe)
+    assert config.data["num_frames"] and all((t - 1) % 4 == 0 for t in config.data["num_frames"])
+
+
+def test_overrides_and_bad_fields():
+    assert parse_overrides(["--data.batch_size", "4", "--seed=3", "--report_to", "[tensorboard]"]) == {
+        "data.batch_size": 4,
+        "seed": 3,
+        "report_to": ["tensorboard"],
+    }
+    recipe = RECIPES[0]
+    config = TrainConfig.from_yaml(recipe, ["--data.batch_size", "4", "--max_train_steps", "7"])
+    assert config.data["batch_size"] == 4 and config.max_train_steps == 7
+    with pytest.raises(ValueError, match="unknown training config fields"):
+        TrainConfig.from_yaml(recipe, ["--learnig_rate", "1"])
+    with pytest.raises(ValueError, match="max_train_steps"):
+        TrainConfig.from_yaml(recipe, ["--max_train_steps", "0"])
+    with pytest.raises(ValueError, match="task"):
+        TrainConfig.from_yaml(recipe, ["--task", "gan"])
+    with pytest.raises(FileNotFoundError):
+        TrainConfig.from_yaml("nope.yaml")
+    with pytest.raises(ValueError, match="--key value"):
+        parse_overrides(["batch_size", "3"])

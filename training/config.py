@@ -1,0 +1,219 @@
+"""One config object for a training run: a YAML recipe plus `--key value` command-line overrides.
+
+Every knob of `training/train.py` is a field here (nanoGPT-style: defaults → recipe file → command line). Model
+fields live in `PyraTokConfig` (`model_preset` + `model_overrides`), data fields in `VideoDataConfig` (`data`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+TASKS = ("pyratok", "backbone_vae")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """A PyraTok training run.
+
+    Args:
+        task: `"pyratok"` (LaPQ + LoRA on a frozen backbone, the paper's recipe) or `"backbone_vae"` (pretrain a
+            plain Wan KL video VAE on the same data, which a `"pyratok"` run then freezes: how the CPU default
+            checkpoint gets a backbone when no pretrained Wan weights are reachable).
+        model_preset, model_overrides: `PyraTokConfig.from_preset(model_preset, **model_overrides)`.
+        init_from: A PyraTok checkpoint (folder or Hub id) to start from instead of a fresh model.
+        backbone_name_or_path, backbone_subfolder: Pretrained `AutoencoderKLWan` weights for the frozen backbone
+            (default: the model config's). `"none"` keeps the random backbone (tests only).
+        data, validation_data: `VideoDataConfig` fields (see `training/data.py`); validation is optional.
+        output_dir: Checkpoints, logs and the final model go here.
+        max_train_steps: Optimizer steps.
+        learning_rate, adam_beta1, adam_beta2, adam_epsilon, weight_decay: AdamW.
+        lr_scheduler, lr_warmup_steps: `transformers.get_scheduler` name and warm-up.
+        gradient_accumulation_steps, max_grad_norm, mixed_precision, gradient_checkpointing, seed: as in
+            `accelerate` / diffusers training scripts.
+        use_recon_loss, use_codebook_loss, use_latent_loss, use_ar_loss, use_drift_loss: loss switches (the weights
+            are the model config's `recon_weight`, `codebook_weight`, `latent_loss_weight`, `ar_weight`,
+            `drift_weight`; the codebook's inner terms are switched by their own weights, 0 = off).
+        recon_l1_weight, recon_ssim_weight, recon_lpips_weight: inner weights of the reconstruction loss.
+        lpips_net, lpips_pretrained_backbone: LPIPS backbone; `False` builds a random one (tests only).
+        lpips_max_frames: frames per clip scored by LPIPS.
+        mask_patch_size: spatial patch of the training mask (default: the backbone's spatial factor).
+        ar_language_model, ar_language_model_config: the AR loss's causal LM (Hub id/folder, or a config dict for a
+            small random LM); ar_train_language_model: also train it; max_ar_tokens: visual tokens per sequence.
+        drift_reference_encoder, drift_reference_config: frozen reference vision encoder (Hub id/folder or config
+            dict); drift_feature_index: which encoder tap is compared (Python index into the taps);
+            drift_temperature: softmax temperature.
+        vae_kl_weight: KL weight of the `"backbone_vae"` task.
+        find_unused_parameters: DDP flag (text-free batches leave text weights unused).
+        logging_steps, checkpointing_steps, checkpoints_total_limit, resume_from_checkpoint: logging and state.
+        validation_steps, num_validation_batches: held-out PSNR/SSIM every N steps.
+        report_to: accelerate trackers (`"tensorboard"`, `"wandb"`, ...) besides the jsonl log; `[]` for none.
+        tracker_project_name: tracker project.
+        progress_bar: tqdm progress on the main process.
+    """
+
+    task: str = "pyratok"
+    model_preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    backbone_name_or_path: str | None = None
+    backbone_subfolder: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    validation_data: dict[str, Any] | None = None
+    output_dir: str = "out/pyratok"
+    max_train_steps: int = 1000
+    learning_rate: float = 1e-5
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.01
+    lr_scheduler: str = "cosine"
+    lr_warmup_steps: int = 0
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    use_recon_loss: bool = True
+    use_codebook_loss: bool = True
+    use_latent_loss: bool = True
+    use_ar_loss: bool = False
+    use_drift_loss: bool = False
+    recon_l1_weight: float = 1.0
+    recon_ssim_weight: float = 1.0
+    recon_lpips_weight: float = 1.0
+    lpips_net: str = "alex"
+    lpips_pretrained_backbone: bool = True
+    lpips_max_frames: int = 4
+    mask_patch_size: int | None = None
+    ar_language_model: str | None = "Qwen/Qwen2.5-VL-3B-Instruct"
+    ar_language_model_config: dict[str, Any] | None = None
+    ar_train_language_model: bool = False
+    max_ar_tokens: int = 1024
+    drift_reference_encoder: str | None = "facebook/dinov3-vits16-pretrain-lvd1689m"
+    drift_reference_config: dict[str, Any] | None = None
+    drift_feature_index: int = -2
+    drift_temperature: float = 1.0
+    vae_kl_weight: float = 1e-6
+    find_unused_parameters: bool = True
+    logging_steps: int = 10
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = 3
+    resume_from_checkpoint: str | None = None
+    validation_steps: int = 0
+    num_validation_batches: int = 4
+    report_to: list[str] = field(default_factory=list)
+    tracker_project_name: str = "pyratok"
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task={self.task!r}; expected one of {TASKS}")
+        if self.lr_scheduler not in SCHEDULERS:
+            raise ValueError(f"lr_scheduler={self.lr_scheduler!r}; expected one of {SCHEDULERS}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision={self.mixed_precision!r}; expected one of {MIXED_PRECISION}")
+        positive = {
+            "max_train_steps": self.max_train_steps,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "logging_steps": self.logging_steps,
+            "checkpointing_steps": self.checkpointing_steps,
+            "max_ar_tokens": self.max_ar_tokens,
+        }
+        bad = {k: v for k, v in positive.items() if not isinstance(v, int) or v < 1}
+        if bad:
+            raise ValueError(f"these fields must be positive integers: {bad}")
+        if self.learning_rate <= 0 or self.max_grad_norm < 0 or self.lr_warmup_steps < 0:
+            raise ValueError(
+                f"learning_rate={self.learning_rate} must be > 0, max_grad_norm={self.max_grad_norm} and "
+                f"lr_warmup_steps={self.lr_warmup_steps} >= 0"
+            )
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ValueError(f"checkpoints_total_limit={self.checkpoints_total_limit} must be >= 1 or null")
+        if (
+            self.task == "pyratok"
+            and self.use_ar_loss
+            and not (self.ar_language_model or self.ar_language_model_config)
+        ):
+            raise ValueError("use_ar_loss needs ar_language_model or ar_language_model_config")
+        if (
+            self.task == "pyratok"
+            and self.use_drift_loss
+            and not (self.drift_reference_encoder or self.drift_reference_config)
+        ):
+            raise ValueError("use_drift_loss needs drift_reference_encoder or drift_reference_config")
+        if not self.data:
+            raise ValueError("data is empty: give at least data.data_files or data.dataset_name")
+
+    # ---- loading ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
+        """Read a recipe, then apply `--key value` overrides (`--data.batch_size 4`, `--model_overrides.num_levels 3`)."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"training config {str(path)!r} does not exist")
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a recipe is a YAML mapping of field: value, got {type(raw).__name__}")
+        apply_overrides(raw, parse_overrides(overrides or []))
+        return cls.from_dict(raw, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown training config fields {unknown}")
+        return cls(**copy.deepcopy(raw))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_overrides(argv: list[str]) -> dict[str, Any]:
+    """`["--a.b", "3", "--c", "[1, 2]"]` → `{"a.b": 3, "c": [1, 2]}`; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        key = argv[i]
+        if not key.startswith("--") or len(key) == 2:
+            raise ValueError(f"expected --key value pairs, got {key!r}")
+        key = key[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(argv):
+                raise ValueError(f"--{key} has no value")
+            value = argv[i + 1]
+            i += 2
+        out[key.replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Set dotted keys in a nested mapping in place (`"data.batch_size"` → `raw["data"]["batch_size"]`)."""
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for name in parents:
+            child = node.get(name)
+            if child is None:
+                child = node[name] = {}
+            if not isinstance(child, dict):
+                raise ValueError(f"override {dotted!r}: {name!r} is not a mapping")
+            node = child
+        node[leaf] = value
+
+
+__all__ = ["TrainConfig", "apply_overrides", "parse_overrides"]

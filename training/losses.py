@@ -1,0 +1,397 @@
+"""Reconstruction losses, image metrics and the training mask (DESIGN.md §1, §4).
+
+- `ssim` / `psnr`: per-image metrics on `(N, C, H, W)` in [-1, 1].
+- `build_lpips` / `lpips_or_reason`: the `lpips` package's perceptual metric, built strictly offline. Its linear heads
+  ship inside the package, but its AlexNet/VGG/SqueezeNet trunk comes from torchvision's weights in the torch hub
+  cache; when that file is missing we raise `LPIPSWeightsUnavailable` instead of downloading.
+- `ReconstructionLoss`: L1 + (1 - SSIM) + LPIPS on videos, each term switchable and returned separately.
+- `mask_video`: 30% of the frames after the first get a cosine-scheduled fraction of their spatial patches masked.
+
+Frozen networks used by training modules (LPIPS here, the LM and the reference encoder in `heads.py`) are held outside
+the module registry by `FrozenCompanionModule`, so they never reach a state dict, an optimizer or `train()`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+from unittest import mock
+
+import lpips
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Wang et al. 2004, "Image quality assessment: from error visibility to structural similarity".
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+SSIM_REDUCTIONS = ("mean", "none")
+LPIPS_NETS = ("alex", "vgg", "squeeze")
+# Smallest H and W each LPIPS trunk accepts (its pooling stack needs at least one pixel per stage; measured).
+LPIPS_MIN_SIZE = {"alex": 31, "vgg": 16, "squeeze": 17}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Frozen companions
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class FrozenCompanionModule(nn.Module):
+    """A module that uses frozen networks it does not own (LPIPS, a frozen LM, a reference vision encoder).
+
+    A companion set with `_set_companion` lives in the instance `__dict__`, outside the module registry: it is absent
+    from `parameters()`, `state_dict()` and `named_modules()`, `train()` never switches it out of eval mode (LPIPS has
+    dropout), and its `requires_grad` is False. It still follows `.to()`, `.cuda()`, `.half()` through `_apply`, so
+    `accelerate.prepare` moves it with its owner. Gradients still flow *through* a companion to its inputs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._companion_names: list[str] = []
+
+    def _set_companion(self, name: str, module: nn.Module) -> None:
+        module.requires_grad_(False)
+        module.eval()
+        # Bypass nn.Module.__setattr__, which would register the module as a child.
+        object.__setattr__(self, name, module)
+        if name not in self._companion_names:
+            self._companion_names.append(name)
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> FrozenCompanionModule:
+        super()._apply(fn, recurse)
+        if recurse:
+            for name in self._companion_names:
+                getattr(self, name)._apply(fn)
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str, ndim: int | None = None) -> None:
+    if x.shape != y.shape:
+        raise ValueError(f"{name}: inputs must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim}-D inputs, got shape {tuple(x.shape)}")
+
+
+def _gaussian_window(window_size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    coords = torch.arange(window_size, dtype=torch.float32, device=device) - (window_size - 1) / 2
+    window = torch.exp(-(coords**2) / (2 * sigma**2))
+    return window / window.sum()  # (window_size,)
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    data_range: float = 2.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Structural similarity with a Gaussian window (Wang et al. 2004; K1 = 0.01, K2 = 0.03), differentiable.
+
+    Local statistics use population (not sample) covariance and a separable Gaussian window of `window_size` taps,
+    normalised to sum 1. Only 'valid' windows count (no padding): the SSIM map is `(H - window_size + 1) x
+    (W - window_size + 1)`, the same pixels `skimage.metrics.structural_similarity` averages (it filters with reflect
+    padding, then crops the border), so the two agree with `gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False`. Computed in float32 with autocast off.
+
+    Args:
+        x, y (`torch.Tensor` of shape `(N, C, H, W)`): images, values in `[-1, 1]` for the default `data_range`.
+        window_size (`int`): odd number of Gaussian taps; `H, W >= window_size`.
+        sigma (`float`): Gaussian standard deviation in pixels, > 0.
+        data_range (`float`): max - min of the value range (2 for [-1, 1]).
+        reduction (`str`): `"mean"` → scalar; `"none"` → `(N,)`, one value per image (mean over channels and pixels).
+
+    Returns:
+        `torch.Tensor` (float32), scalar or `(N,)`, in `[-1, 1]`; exactly 1 for identical inputs.
+    """
+    _check_pair(x, y, "ssim", ndim=4)
+    if window_size < 1 or window_size % 2 == 0:
+        raise ValueError(f"ssim: window_size must be a positive odd integer, got {window_size}")
+    if sigma <= 0 or data_range <= 0:
+        raise ValueError(f"ssim: sigma and data_range must be > 0, got sigma={sigma}, data_range={data_range}")
+    if reduction not in SSIM_REDUCTIONS:
+        raise ValueError(f"ssim: reduction must be one of {SSIM_REDUCTIONS}, got {reduction!r}")
+    batch, channels, height, width = x.shape
+    if height < window_size or width < window_size:
+        raise ValueError(f"ssim: images of size {(height, width)} are smaller than window_size={window_size}")
+
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, y = x.float(), y.float()
+        window = _gaussian_window(window_size, sigma, x.device)
+        stack = torch.cat([x, y, x * x, y * y, x * y], dim=1).reshape(batch * 5 * channels, 1, height, width)
+        stack = F.conv2d(stack, window.view(1, 1, 1, -1))  # separable: along W, then along H
+        stack = F.conv2d(stack, window.view(1, 1, -1, 1))
+        stack = stack.view(batch, 5, channels, height - window_size + 1, width - window_size + 1)
+        mu_x, mu_y, xx, yy, xy = stack.unbind(dim=1)
+        var_x, var_y, cov = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
+        c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+        ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+        per_image = ssim_map.flatten(1).mean(dim=1)  # (N,)
+    return per_image.mean() if reduction == "mean" else per_image
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, reduction: str = "mean") -> torch.Tensor:
+    """Peak signal-to-noise ratio per item, `10 log10(data_range² / MSE)`, in dB.
+
+    Args:
+        x, y (`torch.Tensor` of shape `(N, ...)`): items along dim 0 (images or videos), values in `[-1, 1]` for the
+            default `data_range`.
+        data_range (`float`): max - min of the value range.
+        reduction (`str`): `"mean"` → scalar mean of the per-item values; `"none"` → `(N,)`.
+
+    Returns:
+        `torch.Tensor` (float32), scalar or `(N,)`; `inf` for identical items (and a mean containing one).
+    """
+    _check_pair(x, y, "psnr")
+    if x.ndim < 2:
+        raise ValueError(f"psnr: expected (N, ...) inputs with at least 2 dims, got shape {tuple(x.shape)}")
+    if data_range <= 0:
+        raise ValueError(f"psnr: data_range must be > 0, got {data_range}")
+    if reduction not in SSIM_REDUCTIONS:
+        raise ValueError(f"psnr: reduction must be one of {SSIM_REDUCTIONS}, got {reduction!r}")
+    mse = (x.float() - y.float()).square().flatten(1).mean(dim=1)  # (N,)
+    per_item = 10 * torch.log10(data_range**2 / mse)
+    return per_item.mean() if reduction == "mean" else per_item
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# LPIPS, offline
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class LPIPSWeightsUnavailable(RuntimeError):
+    """LPIPS needs torchvision's ImageNet trunk weights and they are not in the torch hub cache."""
+
+
+def _torchvision_weights(net: str):
+    from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
+
+    return {
+        "alex": AlexNet_Weights.IMAGENET1K_V1,
+        "vgg": VGG16_Weights.IMAGENET1K_V1,
+        "squeeze": SqueezeNet1_1_Weights.IMAGENET1K_V1,
+    }[net]
+
+
+def lpips_weights_path(net: str = "alex") -> str:
+    """Where torchvision looks for the LPIPS trunk weights: `torch.hub.get_dir()/checkpoints/<file of the URL>`."""
+    if net not in LPIPS_NETS:
+        raise ValueError(f"net must be one of {LPIPS_NETS}, got {net!r}")
+    url = _torchvision_weights(net).url
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+def build_lpips(net: str = "alex", pretrained_backbone: bool = True) -> lpips.LPIPS:
+    """Build the LPIPS metric (v0.1 linear heads from the `lpips` package), frozen and in eval mode, never downloading.
+
+    Args:
+        net (`str`): trunk, one of `"alex"`, `"vgg"`, `"squeeze"`.
+        pretrained_backbone (`bool`): `True` loads torchvision's ImageNet trunk from the torch hub cache and raises
+            [`LPIPSWeightsUnavailable`] when the file is not there; `False` uses a random trunk with the real linear
+            heads (tests and smoke runs only: not a valid perceptual metric).
+
+    Returns:
+        `lpips.LPIPS`, taking two `(N, 3, H, W)` images in `[-1, 1]` and returning `(N, 1, 1, 1)` distances >= 0.
+    """
+    if net not in LPIPS_NETS:
+        raise ValueError(f"net must be one of {LPIPS_NETS}, got {net!r}")
+    if pretrained_backbone:
+        path = lpips_weights_path(net)
+        if not os.path.isfile(path):
+            url = _torchvision_weights(net).url
+            raise LPIPSWeightsUnavailable(
+                f"LPIPS ({net}) needs torchvision's ImageNet trunk weights at {path}, which does not exist; this "
+                f"code never downloads. On a machine with network access, download {url} and copy it to that path "
+                f"(or set TORCH_HOME to a cache whose hub/checkpoints/ holds {os.path.basename(url)}). "
+                "For tests only, pretrained_backbone=False builds a random trunk."
+            )
+
+    def refuse_download(url: str, dst: str, *args, **kwargs) -> None:
+        raise LPIPSWeightsUnavailable(f"LPIPS tried to download {url} to {dst}; downloads are disabled")
+
+    with warnings.catch_warnings(), mock.patch.object(torch.hub, "download_url_to_file", refuse_download):
+        # lpips still calls torchvision's deprecated `pretrained=` argument.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.")
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained_backbone, verbose=False)
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def lpips_or_reason(net: str = "alex") -> tuple[lpips.LPIPS | None, str | None]:
+    """`(metric, None)` with the pretrained trunk, or `(None, reason)` when its weights are not cached (metrics code
+    then reports `null` with the reason)."""
+    try:
+        return build_lpips(net, pretrained_backbone=True), None
+    except LPIPSWeightsUnavailable as err:
+        return None, str(err)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reconstruction loss
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    batch, channels, frames, height, width = x.shape
+    return x.transpose(1, 2).reshape(batch * frames, channels, height, width)  # (B*T, C, H, W)
+
+
+def even_frame_indices(num_frames: int, max_frames: int | None) -> torch.Tensor:
+    """`min(num_frames, max_frames)` distinct frame indices spread evenly over `[0, num_frames)`, first and last
+    included (just frame 0 when one is asked); all frames when `max_frames` is None."""
+    if max_frames is None or max_frames >= num_frames:
+        return torch.arange(num_frames)
+    # Rounded steps of >= 1 stay distinct.
+    return torch.linspace(0, num_frames - 1, max_frames).round().long()
+
+
+class ReconstructionLoss(FrozenCompanionModule):
+    """L1 + (1 - SSIM) + LPIPS between a reconstructed video and its (unmasked) target (DESIGN §4).
+
+    Every term with weight 0 is off: not computed and absent from the output. LPIPS (built only when its weight is
+    > 0) is a frozen companion: never trainable, never in `state_dict()`.
+
+    Args:
+        l1_weight, ssim_weight, lpips_weight (`float`): weights (>= 0) of the terms in `"total"`.
+        lpips_net (`str`): LPIPS trunk, `"alex"` | `"vgg"` | `"squeeze"`.
+        lpips_pretrained_backbone (`bool`): see [`build_lpips`]; `False` only for tests.
+        lpips_max_frames (`int` or `None`): LPIPS scores at most this many frames per clip, spread evenly (it is the
+            expensive term); `None` scores every frame.
+    """
+
+    def __init__(
+        self,
+        l1_weight: float = 1.0,
+        ssim_weight: float = 1.0,
+        lpips_weight: float = 1.0,
+        lpips_net: str = "alex",
+        lpips_pretrained_backbone: bool = True,
+        lpips_max_frames: int | None = 4,
+    ) -> None:
+        super().__init__()
+        weights = {"l1": l1_weight, "ssim": ssim_weight, "lpips": lpips_weight}
+        negative = {k: v for k, v in weights.items() if not v >= 0}
+        if negative:
+            raise ValueError(f"ReconstructionLoss weights must be >= 0, got {negative}")
+        if lpips_max_frames is not None and lpips_max_frames < 1:
+            raise ValueError(f"lpips_max_frames must be >= 1 or None, got {lpips_max_frames}")
+        if lpips_net not in LPIPS_NETS:
+            raise ValueError(f"lpips_net must be one of {LPIPS_NETS}, got {lpips_net!r}")
+        self.weights = {k: float(v) for k, v in weights.items() if v > 0}
+        if not self.weights:
+            raise ValueError(f"ReconstructionLoss needs at least one weight > 0, got {weights}")
+        self.lpips_net = lpips_net
+        self.lpips_max_frames = lpips_max_frames
+        self.lpips: lpips.LPIPS | None = None
+        if "lpips" in self.weights:
+            self._set_companion("lpips", build_lpips(lpips_net, pretrained_backbone=lpips_pretrained_backbone))
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            reconstruction (`torch.Tensor` of shape `(B, 3, T, H, W)`): decoded video, range [-1, 1].
+            target (`torch.Tensor` of shape `(B, 3, T, H, W)`): the unmasked input video, range [-1, 1].
+
+        Returns:
+            `dict[str, torch.Tensor]` of float32 scalars: the enabled terms, unweighted — `"l1"` (mean absolute error),
+            `"ssim"` (1 - SSIM over all frames, in [0, 2]), `"lpips"` (mean LPIPS over <= `lpips_max_frames` frames
+            per clip, >= 0) — and `"total"`, their weighted sum. All zero for identical inputs.
+        """
+        _check_pair(reconstruction, target, "ReconstructionLoss", ndim=5)
+        channels, height, width = reconstruction.shape[1], reconstruction.shape[3], reconstruction.shape[4]
+        if self.lpips is not None:
+            min_size = LPIPS_MIN_SIZE[self.lpips_net]
+            if channels != 3 or min(height, width) < min_size:
+                raise ValueError(
+                    f"LPIPS ({self.lpips_net}) needs 3 channels and H, W >= {min_size}; "
+                    f"got shape {tuple(reconstruction.shape)}"
+                )
+        terms: dict[str, torch.Tensor] = {}
+        if "l1" in self.weights:
+            terms["l1"] = (reconstruction.float() - target.float()).abs().mean()
+        if "ssim" in self.weights:
+            terms["ssim"] = 1 - ssim(_frames(reconstruction), _frames(target))
+        if self.lpips is not None:
+            index = even_frame_indices(reconstruction.shape[2], self.lpips_max_frames).to(reconstruction.device)
+            dtype = next(self.lpips.parameters()).dtype
+            rec = _frames(reconstruction.index_select(2, index)).to(dtype)
+            tgt = _frames(target.index_select(2, index)).to(dtype)
+            terms["lpips"] = self.lpips(rec, tgt).float().mean()
+        terms["total"] = sum(self.weights[k] * v for k, v in terms.items())
+        return terms
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training mask
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def mask_video(
+    x: torch.Tensor, frame_ratio: float, patch_size: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask spatial patches of a random subset of frames after the first (DESIGN §1 training mask).
+
+    Per item, `round(frame_ratio * (T - 1))` distinct frames among `1..T-1` are chosen (frame 0, the causal anchor, is
+    never masked). Each chosen frame draws `u ~ U(0, 1)` and masks `max(1, round(cos(π/2 · u) · P))` of its `P`
+    non-overlapping `patch_size`×`patch_size` patches, chosen at random (MaskGIT's cosine schedule). Masked pixels
+    are set to 0 (mid-grey in [-1, 1]).
+
+    Args:
+        x (`torch.Tensor` of shape `(B, C, T, H, W)`): video, range [-1, 1]; `H` and `W` divisible by `patch_size`.
+        frame_ratio (`float`): fraction of the frames after the first to mask, in `[0, 1]`.
+        patch_size (`int`): side of the square masking patch, >= 1.
+        generator (`torch.Generator` or `None`): source of randomness (CPU or `x`'s device); same seed → same mask.
+
+    Returns:
+        `masked_x` (`(B, C, T, H, W)`, `x`'s dtype; `x` itself when nothing is masked) and `mask`
+        (`(B, 1, T, H, W)` bool, True = masked).
+    """
+    if x.ndim != 5:
+        raise ValueError(f"mask_video expects (B, C, T, H, W), got shape {tuple(x.shape)}")
+    if not 0.0 <= frame_ratio <= 1.0:
+        raise ValueError(f"frame_ratio must lie in [0, 1], got {frame_ratio}")
+    batch, _, frames, height, width = x.shape
+    if patch_size < 1 or height % patch_size != 0 or width % patch_size != 0:
+        raise ValueError(f"H, W = {(height, width)} must be divisible by patch_size={patch_size} (>= 1)")
+    num_masked_frames = round(frame_ratio * (frames - 1))
+    if num_masked_frames == 0:
+        return x, torch.zeros(batch, 1, frames, height, width, dtype=torch.bool, device=x.device)
+
+    device = generator.device if generator is not None else torch.device("cpu")
+    grid_h, grid_w = height // patch_size, width // patch_size
+    num_patches = grid_h * grid_w
+    # Frames: the `num_masked_frames` lowest random scores among frames 1..T-1.
+    frame_rank = torch.rand(batch, frames - 1, generator=generator, device=device).argsort(dim=1).argsort(dim=1)
+    frame_chosen = torch.cat(
+        [torch.zeros(batch, 1, dtype=torch.bool, device=device), frame_rank < num_masked_frames], dim=1
+    )  # (B, T)
+    # Patches: per frame, the `k` lowest random scores, k from the cosine schedule.
+    ratio = torch.cos(math.pi / 2 * torch.rand(batch, frames, generator=generator, device=device))
+    count = (ratio * num_patches).round().clamp(min=1)  # (B, T)
+    patch_rank = torch.rand(batch, frames, num_patches, generator=generator, device=device).argsort(-1).argsort(-1)
+    patch_mask = (patch_rank < count.unsqueeze(-1)) & frame_chosen.unsqueeze(-1)  # (B, T, P)
+    mask = patch_mask.view(batch, 1, frames, grid_h, 1, grid_w, 1)
+    mask = mask.expand(-1, -1, -1, -1, patch_size, -1, patch_size).reshape(batch, 1, frames, height, width)
+    mask = mask.to(x.device)
+    return x.masked_fill(mask, 0.0), mask
+
+
+__all__ = [
+    "FrozenCompanionModule",
+    "LPIPSWeightsUnavailable",
+    "ReconstructionLoss",
+    "build_lpips",
+    "even_frame_indices",
+    "lpips_or_reason",
+    "lpips_weights_path",
+    "mask_video",
+    "psnr",
+    "ssim",
+]

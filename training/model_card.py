@@ -1,0 +1,125 @@
+"""Model card for a checkpoint written by `training/train.py`: what was trained, on what, how, and how well."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from modeling_pyratok import PyraTokConfig
+
+from .config import TrainConfig
+
+TEMPLATE = """# PyraTok ({preset} preset, trained with `training/train.py`)
+
+A language-aligned pyramidal video tokenizer (CVPR 2026, *PyraTok: Language-Aligned Pyramidal Tokenizer for Video
+Understanding and Generation*), trained with the `pyratok` library.
+
+- Backbone: Wan-architecture VAE, z_dim {z_dim}, {ct}x{cs}x{cs} compression, frozen; LoRA rank {lora_rank} on
+  every encoder conv. Backbone weights: `{backbone}`.
+- LaPQ: {levels} levels (strides {strides}), text cross-attention per level, shared lookup-free codebook of {bits} bits
+  ({codes} codes). Bits per pixel at the training clip size: {bpp}.
+- Text encoder (frozen, not stored here): `{text_encoder}`.
+
+## Training
+
+- Data: {data}
+- Steps: {steps} x batch {batch} x {accum} accumulation on {procs} process(es); AdamW lr {lr} ({sched}, warm-up
+  {warmup}); mixed precision `{mp}`; seed {seed}. Wall time: {wall}.
+- Losses on: {losses}.
+
+Recipe (as run):
+
+```json
+{recipe}
+```
+
+## Held-out results
+
+{heldout}
+
+## Use
+
+```python
+from modeling_pyratok import AutoencoderPyraTok, PyraTokModel
+
+model = PyraTokModel.from_pretrained("<this folder or repo>")
+tokens = model.tokenize(video, text="a prompt")  # (B, 3, 4k+1, H, W) in [-1, 1]; H, W multiples of {multiple}
+video_hat = model.detokenize(tokens)
+vae = AutoencoderPyraTok.from_pretrained("<this folder or repo>")  # the same weights as a diffusers VAE
+```
+"""
+
+
+def losses_on(config: TrainConfig) -> list[str]:
+    switches = {
+        "reconstruction (L1 + 1-SSIM + LPIPS)": config.use_recon_loss,
+        "codebook (commitment, entropy, hierarchical KL, text KL, text-codebook InfoNCE)": config.use_codebook_loss,
+        "latent matching": config.use_latent_loss,
+        "AR global alignment": config.use_ar_loss,
+        "drift": config.use_drift_loss,
+    }
+    return [name for name, on in switches.items() if on]
+
+
+def format_heldout(metrics: dict | None) -> str:
+    if not metrics:
+        return "Not measured during training (no `validation_data`)."
+    rows = ["| metric | value |", "| --- | --- |"]
+    for key, value in metrics.items():
+        rows.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
+    return "\n".join(rows)
+
+
+def write_training_model_card(
+    path: str | os.PathLike, model_config: PyraTokConfig, config: TrainConfig, summary: dict
+) -> None:
+    """Write `README.md` for a trained checkpoint (overwrites the generic card `save_pretrained` wrote)."""
+    data = config.data
+    source = data.get("dataset_name") or data.get("data_files")
+    frames, res = data.get("num_frames"), data.get("resolutions")
+    bpp = "n/a"
+    if frames and res:
+        t, (h, w) = frames[0], res[0]
+        tt, hh, ww = (
+            (t - 1) // model_config.scale_factor_temporal + 1,
+            h // model_config.scale_factor_spatial,
+            w // (model_config.scale_factor_spatial),
+        )
+        tokens = sum(tt * (hh // s) * (ww // s) for s in model_config.level_spatial_strides)
+        bpp = f"{tokens * model_config.codebook_dim / (t * h * w):.4f} ({t}x{h}x{w} clips)"
+    body = TEMPLATE.format(
+        preset=config.model_preset,
+        z_dim=model_config.z_dim,
+        ct=model_config.scale_factor_temporal,
+        cs=model_config.scale_factor_spatial,
+        lora_rank=model_config.lora_rank,
+        backbone=model_config.backbone_name_or_path,
+        levels=model_config.num_levels,
+        strides=model_config.level_spatial_strides,
+        bits=model_config.codebook_dim,
+        codes=2**model_config.codebook_dim,
+        bpp=bpp,
+        text_encoder=model_config.text_encoder_name_or_path,
+        data=f"`{source}`, clips of {frames} frames at {res} (H, W)",
+        steps=summary.get("steps"),
+        batch=data.get("batch_size"),
+        accum=config.gradient_accumulation_steps,
+        procs=summary.get("num_processes", 1),
+        lr=config.learning_rate,
+        sched=config.lr_scheduler,
+        warmup=config.lr_warmup_steps,
+        mp=config.mixed_precision,
+        seed=config.seed,
+        wall=f"{summary.get('wall_time_s', 0) / 60:.1f} min",
+        losses=", ".join(losses_on(config)),
+        recipe=json.dumps(config.to_dict(), indent=2),
+        heldout=format_heldout(summary.get("heldout")),
+        multiple=model_config.spatial_multiple,
+    )
+    card_data = ModelCardData(library_name="transformers", license="apache-2.0", tags=["pyratok", "video-tokenizer"])
+    ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}").save(path)
+
+
+__all__ = ["format_heldout", "losses_on", "write_training_model_card"]

@@ -1,0 +1,350 @@
+"""Train PyraTok (or pretrain its backbone) with Accelerate on streamed video data.
+
+    accelerate launch training/train.py --config training/configs/tiny-cpu.yaml [--key value ...]
+
+Reads top to bottom: config → accelerator → model and objective → optimizer → data → resume → one loop → save.
+Scale is the accelerate config's business (`--config_file training/accelerate/<multi_gpu|deepspeed|fsdp>.yaml`);
+nothing here is distributed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # `accelerate launch training/train.py` runs this file as a script: make the repo root importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from modeling_pyratok import AutoencoderPyraTok, PyraTokConfig, PyraTokModel
+from training.config import TrainConfig
+from training.data import VideoDataConfig, build_stream
+from training.heldout import evaluate_reconstruction
+from training.model_card import write_training_model_card
+from training.objective import BackboneVAEObjective, PyraTokObjective
+
+logger = get_logger("pyratok.train")
+
+CHECKPOINT_PREFIX = "checkpoint-"
+MAX_CONSECUTIVE_NONFINITE = 3
+
+
+# ---- model ----------------------------------------------------------------------------------------------------------
+def build_model_config(config: TrainConfig) -> PyraTokConfig:
+    return PyraTokConfig.from_preset(config.model_preset, **config.model_overrides)
+
+
+def build_pyratok_model(config: TrainConfig) -> PyraTokModel:
+    """A fresh PyraTok (or `init_from`), with the pretrained backbone copied in unless `backbone_name_or_path` is
+    `"none"`."""
+    if config.init_from:
+        return PyraTokModel.from_pretrained(config.init_from).train()
+    model_config = build_model_config(config)
+    source = config.backbone_name_or_path or model_config.backbone_name_or_path
+    if source and source != "none":
+        model_config.backbone_name_or_path = source
+    model = PyraTokModel(model_config)
+    if source and source != "none":
+        subfolder = config.backbone_subfolder
+        if subfolder is None and os.path.isfile(os.path.join(source, "config.json")):
+            subfolder = ""  # a plain diffusers VAE folder, e.g. the output of task=backbone_vae
+        model.load_pretrained_backbone(source, subfolder=subfolder)
+    return model.train()
+
+
+def build_backbone_vae(config: TrainConfig) -> torch.nn.Module:
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan(**build_model_config(config).backbone_config).train()
+
+
+def build_objective(config: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The objective module that `accelerate.prepare` wraps, and the model inside it that gets saved."""
+    if config.task == "backbone_vae":
+        vae = build_backbone_vae(config)
+        return BackboneVAEObjective(vae, config), vae
+    model = build_pyratok_model(config)
+    return PyraTokObjective(model, config), model
+
+
+def data_config(raw: dict, seed: int) -> VideoDataConfig:
+    fields = dict(raw)
+    fields.setdefault("seed", seed)
+    return VideoDataConfig(**fields)
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------------------------
+def list_checkpoints(output_dir: str) -> list[Path]:
+    found = [p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def resolve_resume_path(config: TrainConfig) -> Path | None:
+    if not config.resume_from_checkpoint:
+        return None
+    if config.resume_from_checkpoint == "latest":
+        found = list_checkpoints(config.output_dir)
+        if not found:
+            logger.warning(f"resume_from_checkpoint=latest but {config.output_dir} has no checkpoint: starting fresh")
+            return None
+        return found[-1]
+    path = Path(config.resume_from_checkpoint)
+    if not (path / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"resume_from_checkpoint={str(path)!r} is not a checkpoint folder of train.py")
+    return path
+
+
+def save_checkpoint(accelerator: Accelerator, config: TrainConfig, step: int, stream) -> Path:
+    path = Path(config.output_dir) / f"{CHECKPOINT_PREFIX}{step}"
+    if accelerator.is_main_process and config.checkpoints_total_limit is not None:
+        # Make room first, as diffusers' scripts do, so the limit holds even if saving is interrupted.
+        existing = list_checkpoints(config.output_dir)
+        for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(path))
+    # Every process owns its own slice of the data stream, so every process saves its position.
+    with open(path / f"data_state_rank{accelerator.process_index}.json", "w") as f:
+        json.dump(stream.state_dict(), f)
+    if accelerator.is_main_process:
+        with open(path / "trainer_state.json", "w") as f:
+            json.dump({"global_step": step, "config": config.to_dict()}, f, indent=2)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path, stream) -> int:
+    accelerator.load_state(str(path))
+    data_state = path / f"data_state_rank{accelerator.process_index}.json"
+    if not data_state.is_file():
+        raise FileNotFoundError(
+            f"{data_state} is missing: the checkpoint was written by a run with a different number of processes"
+        )
+    with open(data_state) as f:
+        stream.load_state_dict(json.load(f))
+    with open(path / "trainer_state.json") as f:
+        return int(json.load(f)["global_step"])
+
+
+def save_final(accelerator: Accelerator, config: TrainConfig, model: torch.nn.Module, summary: dict) -> Path:
+    """The PreTrainedModel folder (loads in both PyraTok classes), the diffusers folder and a model card."""
+    model = accelerator.unwrap_model(model)
+    final = Path(config.output_dir) / "final"
+    if not accelerator.is_main_process:
+        return final
+    if config.task == "backbone_vae":
+        model.save_pretrained(final)
+        return final
+    model.save_pretrained(final)
+    vae = AutoencoderPyraTok(**model.config.to_init_kwargs())
+    vae.load_state_dict(model.state_dict())
+    vae.save_pretrained(Path(config.output_dir) / "final-diffusers")
+    write_training_model_card(final / "README.md", model.config, config, summary)
+    shutil.copy(final / "README.md", Path(config.output_dir) / "final-diffusers" / "README.md")
+    return final
+
+
+# ---- logging --------------------------------------------------------------------------------------------------------
+class JsonlLog:
+    """Append-only jsonl log on the main process (one line per logged step)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path = path
+        self.enabled = enabled
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def mean_logs(records: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for r in records for k in r}
+    return {k: sum(r[k] for r in records if k in r) / sum(1 for r in records if k in r) for k in sorted(keys)}
+
+
+# ---- main -----------------------------------------------------------------------------------------------------------
+def train(config: TrainConfig) -> dict:
+    """Run training; returns a summary (steps, wall time, last logged losses, held-out metrics if validated)."""
+    started = time.time()
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=config.report_to or None,
+        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=config.output_dir),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)],
+    )
+    set_seed(config.seed)
+    objective, model = build_objective(config)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: every parameter of the objective is frozen")
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+        weight_decay=config.weight_decay,
+    )
+    # The prepared scheduler steps once per process per optimizer step (diffusers' convention).
+    lr_scheduler = get_scheduler(
+        config.lr_scheduler,
+        optimizer,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=config.max_train_steps * accelerator.num_processes,
+    )
+    objective, optimizer, lr_scheduler = accelerator.prepare(objective, optimizer, lr_scheduler)
+    if config.report_to:
+        accelerator.init_trackers(config.tracker_project_name, config={k: str(v) for k, v in config.to_dict().items()})
+
+    stream = build_stream(data_config(config.data, config.seed), accelerator.process_index, accelerator.num_processes)
+    step = 0
+    resume = resolve_resume_path(config)
+    if resume is not None:
+        step = load_checkpoint(accelerator, resume, stream)
+        logger.info(f"resumed from {resume} at step {step}")
+
+    log = JsonlLog(Path(config.output_dir) / "logs.jsonl", accelerator.is_main_process)
+    if accelerator.is_main_process:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(config.output_dir) / "train_config.json", "w") as f:
+            json.dump(config.to_dict(), f, indent=2)
+    progress = tqdm(
+        total=config.max_train_steps,
+        initial=step,
+        desc=config.task,
+        disable=not (config.progress_bar and accelerator.is_local_main_process),
+    )
+    window: list[dict[str, float]] = []
+    last_logs: dict[str, float] = {}
+    nonfinite = 0
+    samples = 0
+    window_start = time.time()
+    while step < config.max_train_steps:
+        objective.train()
+        for micro in range(config.gradient_accumulation_steps):
+            batch = next(stream)
+            # Per-step, per-process seed: masking and AR crops replay exactly after a resume.
+            generator = torch.Generator().manual_seed(
+                (config.seed * 1_000_003 + step * 7919 + micro * 31 + accelerator.process_index) % 2**63
+            )
+            with accelerator.accumulate(objective):
+                with accelerator.autocast():
+                    out = objective(batch["pixel_values"].to(accelerator.device), batch["captions"], generator)
+                if not torch.isfinite(out.loss):
+                    nonfinite += 1
+                    if nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+                        raise FloatingPointError(
+                            f"loss was non-finite for {nonfinite} micro-batches in a row at step {step} "
+                            f"(last keys {batch['keys']}, terms {out.logs}); lower learning_rate or check the data"
+                        )
+                    logger.warning(f"non-finite loss at step {step} (keys {batch['keys']}): batch skipped")
+                    optimizer.zero_grad()
+                    continue
+                nonfinite = 0
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            window.append(out.logs)
+            samples += batch["pixel_values"].shape[0]
+        step += 1
+        progress.update(1)
+        if step % config.logging_steps == 0 or step == config.max_train_steps:
+            last_logs = mean_logs(window)
+            elapsed = time.time() - window_start
+            record = {
+                "step": step,
+                "lr": lr_scheduler.get_last_lr()[0],
+                **last_logs,
+                **{f"data/{k}": v for k, v in stream.stats.items()},
+                "samples_per_s": samples / max(elapsed, 1e-9),
+                "elapsed_s": time.time() - started,
+            }
+            log.write(record)
+            accelerator.log(record, step=step)
+            progress.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}")
+            window, samples, window_start = [], 0, time.time()
+        if config.validation_steps and config.validation_data and step % config.validation_steps == 0:
+            metrics = validate(accelerator, config, objective)
+            log.write({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
+            accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
+        if step % config.checkpointing_steps == 0 or step == config.max_train_steps:
+            save_checkpoint(accelerator, config, step, stream)
+    progress.close()
+
+    summary = {
+        "task": config.task,
+        "steps": step,
+        "wall_time_s": round(time.time() - started, 1),
+        "num_processes": accelerator.num_processes,
+        "last_logged": last_logs,
+        "data": dict(stream.stats),
+    }
+    if config.validation_data:
+        summary["heldout"] = validate(accelerator, config, objective)
+    final = save_final(
+        accelerator,
+        config,
+        accelerator.unwrap_model(objective).vae
+        if config.task == "backbone_vae"
+        else accelerator.unwrap_model(objective).model,
+        summary,
+    )
+    summary["final"] = str(final)
+    if accelerator.is_main_process:
+        with open(Path(config.output_dir) / "summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+    accelerator.end_training()
+    return summary
+
+
+@torch.no_grad()
+def validate(accelerator: Accelerator, config: TrainConfig, objective: torch.nn.Module) -> dict[str, float]:
+    """Held-out PSNR / SSIM (and per-level code usage for PyraTok) on `validation_data`, main process only."""
+    unwrapped = accelerator.unwrap_model(objective)
+    target = unwrapped.vae if config.task == "backbone_vae" else unwrapped.model
+    was_training = target.training
+    target.eval()
+    try:
+        stream = build_stream(data_config(config.validation_data, config.seed), 0, 1)
+        metrics = evaluate_reconstruction(target, stream, config.num_validation_batches, accelerator.device)
+    finally:
+        target.train(was_training)
+    return metrics
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(
+        description="Train PyraTok with Accelerate. Any TrainConfig field can be overridden: --field value "
+        "(dotted for nested mappings: --data.batch_size 4, --model_overrides.hidden_size 64)."
+    )
+    parser.add_argument("--config", required=True, help="recipe YAML, e.g. training/configs/tiny-cpu.yaml")
+    args, overrides = parser.parse_known_args(argv)
+    return TrainConfig.from_yaml(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    summary = train(parse_args(argv))
+    print(json.dumps({k: v for k, v in summary.items() if k != "last_logged"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
