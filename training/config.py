@@ -158,7 +158,7 @@ class TrainConfig:
     # ---- loading ------------------------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
-        """Read a recipe, then apply `--key value` overrides (`--data.batch_size 4`, `--model_overrides.num_levels 3`)."""
+        """Read a recipe, then apply `--key value` overrides (e.g. `--data.batch_size 4`)."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"training config {str(path)!r} does not exist")
         with open(path) as f:
