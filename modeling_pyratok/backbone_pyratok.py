@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import (
     WanResample,
     WanResidualDownBlock,
     patchify,
+    unpatchify,
 )
 from diffusers.utils import BaseOutput
 from peft import LoraConfig, inject_adapter_in_model
@@ -96,6 +97,16 @@ class PyraTokLoraCausalConv3d(PeftLoraConv3d):
             down = self.lora_A[name](self.lora_dropout[name](lora_x), lora_cache)
             result = result + (self.lora_B[name](down) * self.scaling[name]).to(result.dtype)
         return result
+
+
+def causal_conv_cache(module: nn.Module) -> list[torch.Tensor | None]:
+    """A fresh feature cache for streaming through Wan's encoder or decoder: one slot per causal conv.
+
+    Wan's blocks index the cache by call order (`feat_idx`), so slots for LoRA's own causal convs (which receive their
+    base conv's cache instead) simply stay unused. A local cache, unlike `AutoencoderKLWan._enc_feat_map` /
+    `_feat_map`, lets an encoder and a decoder stream interleave without clearing each other's state.
+    """
+    return [None] * sum(isinstance(m, WanCausalConv3d) for m in module.modules())
 
 
 def encoder_conv_names(encoder: nn.Module) -> list[str]:
@@ -248,11 +259,120 @@ class PyraTokBackbone(nn.Module):
         """
         return self.vae._decode(z).sample
 
+    # ---- streaming (causal chunks, flat memory) ------------------------------------------------------------------
+    def iter_encode_features(self, x: torch.Tensor, chunks_per_step: int = 1) -> Iterator[PyraTokBackboneFeatures]:
+        """`encode_features` in pieces: latent frame 0 first, then `chunks_per_step` latent frames per step.
+
+        The encoder's causal cache persists between yields, so concatenating the yielded features along time gives
+        `encode_features(x)`; only one piece's activations are alive at a time.
+
+        Args:
+            x: `(B, C, T, H, W)` in [-1, 1] with `T = temporal_chunk * k + 1` (validated by the callers).
+            chunks_per_step: latent frames (causal chunks of `temporal_chunk` input frames) per yield after the first.
+
+        Yields:
+            `PyraTokBackboneFeatures` of input frame 0, then of input frames
+            `[1 + i * temporal_chunk * chunks_per_step, ...)`; taps `(B, C_s, T_s, H_s, W_s)` with the piece's frames.
+        """
+        if not isinstance(chunks_per_step, int) or chunks_per_step < 1:
+            raise ValueError(f"chunks_per_step must be a positive int, got {chunks_per_step!r}")
+        step = self.temporal_chunk * chunks_per_step
+        pieces = [x[:, :, :1]] + [x[:, :, start : start + step] for start in range(1, x.shape[2], step)]
+        return self.encode_feature_stream(pieces)
+
+    def encode_feature_stream(self, pieces: Iterable[torch.Tensor]) -> Iterator[PyraTokBackboneFeatures]:
+        """Encode a clip given as consecutive pieces of frames, one yield per piece, with a persistent causal cache.
+
+        Args:
+            pieces: `(B, C, t_i, H, W)` in [-1, 1]: the first piece is frame 0 alone (`t_0 = 1`), every later one a
+                positive multiple of `temporal_chunk` frames. Consumed lazily: frames need not all be in memory.
+
+        Yields:
+            `PyraTokBackboneFeatures` of each piece (`t_0 = 1` → 1 latent frame, later `t_i / temporal_chunk`).
+        """
+        vae = self.vae
+        taps = encoder_stage_taps(vae.encoder)
+        chunk = self.temporal_chunk
+        cache = causal_conv_cache(vae.encoder)
+        try:
+            for index, piece in enumerate(pieces):
+                frames = piece.shape[2] if isinstance(piece, torch.Tensor) and piece.ndim == 5 else None
+                if frames is None or (index == 0 and frames != 1) or (index > 0 and (frames < 1 or frames % chunk)):
+                    shape = tuple(piece.shape) if isinstance(piece, torch.Tensor) else type(piece).__name__
+                    rule = "frame 0 alone (t = 1)" if index == 0 else f"a positive multiple of {chunk} frames"
+                    raise ValueError(f"piece {index} of the encoder stream has shape {shape}; it must be {rule}")
+                if vae.config.patch_size is not None:
+                    piece = patchify(piece, patch_size=vae.config.patch_size)
+                collected: list[list[torch.Tensor]] = [[] for _ in taps]
+                # Hooks live for one piece only: nothing is registered while the generator is suspended, so other
+                # encoder calls in between are not collected.
+                handles = [
+                    tap.register_forward_hook(lambda _m, _inp, out, store=store: store.append(out))
+                    for tap, store in zip(taps, collected, strict=True)
+                ]
+                span = 1 if index == 0 else chunk
+                try:
+                    outs = [
+                        vae.encoder(piece[:, :, start : start + span], feat_cache=cache, feat_idx=[0])
+                        for start in range(0, frames, span)
+                    ]
+                finally:
+                    for handle in handles:
+                        handle.remove()
+                enc = torch.cat(outs, dim=2)
+                features = tuple(torch.cat(parts, dim=2) for parts in collected) + (enc,)
+                yield PyraTokBackboneFeatures(features=features, moments=vae.quant_conv(enc))
+        finally:
+            cache.clear()
+
+    def iter_decode(self, latents: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Decode a latent clip piece by piece with a persistent causal cache (flat memory for long clips).
+
+        Latent frame 0 goes through the decoder with `first_chunk=True` (it becomes one video frame), every later
+        latent frame becomes `temporal_chunk` frames, as in `AutoencoderKLWan._decode`; concatenating the yields
+        along time gives `decode(z)`. Tiling (`vae.use_tiling`) is not applied here.
+
+        Args:
+            latents: consecutive pieces `(B, z_dim, t_i, H', W')`, `t_i >= 1`, of one latent clip; consumed lazily.
+
+        Yields:
+            Per piece, its video frames `(B, C, n_i, H, W)` clamped to [-1, 1] (`n_i = temporal_chunk * t_i`, minus
+            `temporal_chunk - 1` for the first piece), unpatchified when the backbone has a `patch_size`.
+        """
+        vae = self.vae
+        cache = causal_conv_cache(vae.decoder)
+        expected: tuple[int, ...] | None = None
+        try:
+            first = True
+            for index, z in enumerate(latents):
+                if not isinstance(z, torch.Tensor) or z.ndim != 5 or z.shape[1] != self.z_dim or z.shape[2] < 1:
+                    shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+                    raise ValueError(
+                        f"latent piece {index} has shape {shape}; expected (B, z_dim={self.z_dim}, t >= 1, H', W')"
+                    )
+                layout = (z.shape[0], z.shape[3], z.shape[4])
+                if expected is None:
+                    expected = layout
+                elif layout != expected:
+                    raise ValueError(f"latent piece {index} has (B, H', W') = {layout}; earlier pieces had {expected}")
+                x = vae.post_quant_conv(z.to(vae.dtype))  # a 1x1x1 conv: per frame, no cache needed
+                outs = []
+                for t in range(x.shape[2]):
+                    outs.append(vae.decoder(x[:, :, t : t + 1], feat_cache=cache, feat_idx=[0], first_chunk=first))
+                    first = False
+                out = torch.cat(outs, dim=2)
+                if vae.config.patch_size is not None:
+                    out = unpatchify(out, patch_size=vae.config.patch_size)
+                yield out.clamp(-1.0, 1.0)
+        finally:
+            cache.clear()
+
 
 __all__ = [
     "PyraTokBackbone",
     "PyraTokBackboneFeatures",
     "PyraTokLoraCausalConv3d",
+    "causal_conv_cache",
     "encoder_conv_names",
     "encoder_stage_taps",
 ]

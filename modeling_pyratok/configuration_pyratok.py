@@ -268,7 +268,8 @@ class PyraTokConfig(PretrainedConfig):
     r"""Configuration of a PyraTok tokenizer (DESIGN.md §1–5).
 
     The same field names are the registered config of `AutoencoderPyraTok`, so a folder saved by either class loads
-    in the other. Build the paper's setups with [`PyraTokConfig.from_preset`] (`"tiny"`, `"small"`, `"wan2.1"`, `"wan2.2"`).
+    in the other. Build the paper's setups with [`PyraTokConfig.from_preset`] (`"tiny"`, `"small"`, `"wan2.1"`,
+    `"wan2.2"`).
 
     Args:
         backbone_config (`dict`): `AutoencoderKLWan` init args (missing keys take diffusers' defaults).
@@ -443,7 +444,7 @@ class PyraTokConfig(PretrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PyraTokConfig:
-        """Build a preset config (`"tiny"`, `"small"`, `"wan2.1"`, `"wan2.2"`); keyword arguments override its fields."""
+        """Build a preset config (`"tiny"`, `"small"`, `"wan2.1"`, `"wan2.2"`); keyword arguments override fields."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
         fields = copy.deepcopy(PRESETS[name])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,12 @@ from .checkpoint_pyratok import (
     resolve_checkpoint,
 )
 from .configuration_pyratok import PyraTokConfig
-from .quantizer_pyratok import PyraTokLaPQ, PyraTokQuantizerOutput, PyraTokResidualQuantizer
+from .quantizer_pyratok import (
+    PyraTokLaPQ,
+    PyraTokQuantizerOutput,
+    PyraTokResidualQuantizer,
+    temporal_group_pool,
+)
 from .text_encoder_pyratok import PyraTokTextEncoder
 
 logger = logging.get_logger(__name__)
@@ -369,6 +375,139 @@ class PyraTokCore(nn.Module):
         codes = self.quantizer.ids_to_codes(list(ids))
         return self.quantizer.codes_to_latent(codes, (t, h * s0, w * s0))
 
+    # ---- streaming (causal chunks, flat memory) ------------------------------------------------------------------
+    def check_chunk_latent_frames(self, chunk_latent_frames: Any) -> int:
+        if type(chunk_latent_frames) is not int or chunk_latent_frames < 1:  # bool is no count
+            raise ValueError(f"chunk_latent_frames must be a positive int, got {chunk_latent_frames!r}")
+        return chunk_latent_frames
+
+    def check_frames(self, frames: Any, name: str = "pixel_values") -> torch.Tensor:
+        """Validate a run of `t >= 1` consecutive frames `(B, C, t, H, W)` of a longer clip.
+
+        Every frame must pass `check_video` as a 1-frame clip (float, channels, H and W multiples, finite, [-1, 1]);
+        the `T = 4k + 1` rule applies to the whole stream, not to one run of it.
+
+        Returns:
+            The frames in the model's dtype.
+        """
+        if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or frames.shape[2] < 1:
+            shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+            raise ValueError(f"{name} must be a (B, C, t, H, W) tensor of t >= 1 frames, got {shape}")
+        for t in range(frames.shape[2]):
+            self.check_video(frames[:, :, t : t + 1], name)
+        return frames.to(self.backbone.vae.dtype)
+
+    def causal_pieces(
+        self, runs: Iterable[torch.Tensor], chunk_latent_frames: int = 1, name: str = "pixel_values"
+    ) -> Iterator[torch.Tensor]:
+        """Validate a clip arriving as runs of frames and re-cut it into the encoder's causal pieces.
+
+        Args:
+            runs: consecutive runs `(B, C, t_i, H, W)` in [-1, 1] of one clip, any `t_i >= 1`, with
+                `sum_i t_i = temporal_chunk * k + 1`; consumed lazily.
+            chunk_latent_frames: latent frames per piece after the first.
+
+        Yields:
+            Frame 0 `(B, C, 1, H, W)`, then runs of `temporal_chunk * chunk_latent_frames` frames (the last one may be
+            shorter, a multiple of `temporal_chunk`), in the model's dtype. A total frame count that is not
+            `temporal_chunk * k + 1` raises `ValueError` once the runs are exhausted.
+        """
+        chunk = self.backbone.temporal_chunk
+        step = chunk * self.check_chunk_latent_frames(chunk_latent_frames)
+        buffer: list[torch.Tensor] = []
+        buffered = total = 0
+        need = 1  # frame 0 is a piece of its own
+        layout = None
+        for index, run in enumerate(runs):
+            run = self.check_frames(run, f"{name}[{index}]")
+            this = (run.shape[0], run.shape[3], run.shape[4])
+            if layout is None:
+                layout = this
+            elif this != layout:
+                raise ValueError(f"{name}[{index}] has (B, H, W) = {this}; the runs before it had {layout}")
+            buffer.append(run)
+            buffered += run.shape[2]
+            total += run.shape[2]
+            while buffered >= need:
+                joined = torch.cat(buffer, dim=2) if len(buffer) > 1 else buffer[0]
+                yield joined[:, :, :need]
+                buffer = [joined[:, :, need:]] if buffered > need else []
+                buffered -= need
+                need = step
+        if total == 0:
+            raise ValueError(f"{name} holds no frames")
+        if buffered % chunk:
+            lo = (total - 1) // chunk * chunk + 1
+            raise ValueError(
+                f"{name} has T={total} frames; PyraTok needs T = {chunk}k + 1 (e.g. {lo} or {lo + chunk}): the "
+                f"backbone encodes the first frame alone, then chunks of {chunk}"
+            )
+        if buffered:
+            yield torch.cat(buffer, dim=2)
+
+    def quantize_stream(
+        self,
+        features: Iterable[PyraTokBackboneFeatures],
+        text_embeds: torch.Tensor | None,
+        text_mask: torch.Tensor | None,
+        present: torch.Tensor,
+    ) -> Iterator[tuple[PyraTokQuantizerOutput, torch.Tensor]]:
+        """Quantize a clip piece by piece from streamed backbone features (`backbone.encode_feature_stream`).
+
+        LaPQ works per latent frame (1x1x1 lateral convs, pooling within causal chunks, per-token text attention,
+        spatial-only fusion), so each piece's ids equal the whole clip's ids for those latent frames.
+
+        Args:
+            features: the pieces' features: frame 0's first, then later pieces of `t'` latent frames each.
+            text_embeds, text_mask, present: from `text_condition` (computed once for the whole stream).
+
+        Yields:
+            `(quantizer output without losses, moments (B, 2 * z_dim, t', H', W'))` per piece.
+        """
+        for index, feats in enumerate(features):
+            if index > 0 and self.config.quantizer_mode != "residual":
+                feats = self._pool_later_piece(feats)
+            yield self.quantize_features(feats, text_embeds, text_mask, present, compute_losses=False), feats.moments
+
+    def _pool_later_piece(self, feats: PyraTokBackboneFeatures) -> PyraTokBackboneFeatures:
+        # A later piece's taps hold g·t' frames (no frame 0), while LaPQ's temporal pooling takes the whole-clip
+        # layout 1 + g·t'. Pool here with a stand-in for frame 0 and drop its output: the remaining groups are the
+        # very frames the whole clip's pooling averages, and LaPQ then sees t' frames of one group each.
+        frames = feats.moments.shape[2]
+        taps = list(feats.features)
+        for i in range(len(taps) - self.config.num_levels, len(taps)):
+            padded = torch.cat([taps[i][:, :, :1], taps[i]], dim=2)
+            taps[i] = temporal_group_pool(padded, frames + 1)[:, :, 1:]
+        return PyraTokBackboneFeatures(features=tuple(taps), moments=feats.moments)
+
+    def check_ids_layout(self, ids: Any, name: str = "ids") -> list[torch.Tensor]:
+        """Cheap shape check of a whole clip's per-level ids (count, 4-D, one T', the pyramid's grids).
+
+        Values are checked piece by piece when decoding. Returns the ids as a list.
+        """
+        if not isinstance(ids, list | tuple) or len(ids) != self.config.num_levels:
+            found = len(ids) if isinstance(ids, list | tuple) else type(ids).__name__
+            raise ValueError(f"{name}: expected {self.config.num_levels} id tensors (one per level), got {found}")
+        for level, level_ids in enumerate(ids):
+            if not isinstance(level_ids, torch.Tensor) or level_ids.ndim != 4:
+                shape = tuple(level_ids.shape) if isinstance(level_ids, torch.Tensor) else type(level_ids).__name__
+                raise ValueError(f"{name}: level {level} must be a (B, T', H_l, W_l) tensor, got {shape}")
+            if level_ids.shape[:2] != ids[0].shape[:2] or level_ids.shape[1] < 1:
+                raise ValueError(
+                    f"{name}: level {level} has (B, T') = {tuple(level_ids.shape[:2])}, level 0 has "
+                    f"{tuple(ids[0].shape[:2])}; every level needs the same B and T' >= 1"
+                )
+        batch, frames, height, width = ids[0].shape
+        s0 = self.config.level_spatial_strides[0]
+        grids = self.quantizer.level_grid((frames, height * s0, width * s0))
+        for level, (level_ids, grid) in enumerate(zip(ids, grids, strict=True)):
+            if tuple(level_ids.shape) != (batch, *grid):
+                raise ValueError(
+                    f"{name}: level {level} has shape {tuple(level_ids.shape)}; the pyramid expects {(batch, *grid)} "
+                    f"given level 0's {tuple(ids[0].shape)} and strides {list(self.quantizer.level_spatial_strides)}"
+                )
+        return list(ids)
+
 
 class PyraTokPreTrainedModel(PreTrainedModel):
     config_class = PyraTokConfig
@@ -595,6 +734,116 @@ class PyraTokModel(PyraTokPreTrainedModel):
         z, is_image = self.core.check_latent(latent)
         video = self.core.decode_latent(z)
         return video[:, :, 0] if is_image else video
+
+    def iter_tokenize(
+        self,
+        pixel_values: torch.Tensor | Iterable[torch.Tensor],
+        text: TextInput = None,
+        chunk_latent_frames: int = 1,
+        text_embeds: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+    ) -> Iterator[PyraTokTokens]:
+        """Streaming `tokenize`: one causal piece at a time, with flat memory in the clip length.
+
+        The encoder keeps its causal cache between pieces and LaPQ is per latent frame, so concatenating the pieces'
+        ids along T' gives exactly `tokenize(whole clip)`'s ids.
+
+        Args:
+            pixel_values: a whole clip `(B, 3, T, H, W)` or images `(B, 3, H, W)` in [-1, 1] (validated like
+                `tokenize`, before this returns), or an iterable of consecutive runs of frames `(B, 3, t_i, H, W)`
+                whose concatenation is the clip (consumed lazily, e.g. decoded from a file run by run; the first run is
+                validated before this returns, later ones as they arrive, the `T = 4k + 1` rule at the end).
+            text, text_embeds, text_attention_mask: as `tokenize`; the text is encoded once for the whole stream.
+            chunk_latent_frames: latent frames per piece after the first.
+
+        Returns:
+            An iterator of `PyraTokTokens`: latent frame 0 (input frame 0) first, then pieces of `chunk_latent_frames`
+            latent frames (`temporal_chunk * chunk_latent_frames` input frames; the last may be shorter), each with
+            ids `(B, t', H_l, W_l)` and `latent_size = (t', H', W')`.
+        """
+        chunk_latent_frames = self.core.check_chunk_latent_frames(chunk_latent_frames)
+        if isinstance(pixel_values, torch.Tensor):
+            x, is_image = self.core.check_video(pixel_values)
+            features = self.core.backbone.iter_encode_features(x, chunk_latent_frames)
+        else:
+            runs = iter(pixel_values)
+            first = next(runs, None)
+            if first is None:
+                raise ValueError("pixel_values holds no frames")
+            x, is_image = self.core.check_frames(first, "pixel_values[0]"), False
+            pieces = self.core.causal_pieces(itertools.chain([first], runs), chunk_latent_frames)
+            features = self.core.backbone.encode_feature_stream(pieces)
+        with torch.no_grad():
+            embeds, mask, present = self.core.text_condition(
+                x.shape[0], x.device, text, text_embeds=text_embeds, text_attention_mask=text_attention_mask
+            )
+        return self._stream_tokens(features, embeds, mask, present, is_image)
+
+    @torch.no_grad()
+    def _stream_tokens(self, features, embeds, mask, present, is_image: bool) -> Iterator[PyraTokTokens]:
+        for q, moments in self.core.quantize_stream(features, embeds, mask, present):
+            yield PyraTokTokens(ids=list(q.ids), latent_size=tuple(moments.shape[2:]), is_image=is_image)
+
+    def iter_detokenize(
+        self,
+        tokens: PyraTokTokens | Sequence[torch.Tensor] | Iterable[PyraTokTokens | Sequence[torch.Tensor]],
+        chunk_latent_frames: int = 1,
+    ) -> Iterator[torch.Tensor]:
+        """Streaming `detokenize`: the decoder keeps its causal cache between pieces (flat memory in the length).
+
+        Args:
+            tokens: a whole clip's tokens (`PyraTokTokens` or a list of per-level ids `(B, T', H_l, W_l)`), cut here
+                into latent frame 0 and then pieces of `chunk_latent_frames` latent frames; or an iterable of
+                consecutive pieces (each `PyraTokTokens` or a list of per-level ids), e.g. `iter_tokenize`'s output,
+                each decoded as it arrives.
+            chunk_latent_frames: latent frames per piece when cutting a whole clip's tokens.
+
+        Returns:
+            An iterator over each piece's frames `(B, 3, n, H, W)` in [-1, 1] (latent frame 0 → 1 frame, each later
+            latent frame → `temporal_chunk` frames; `(B, 3, H, W)` for image tokens); concatenated along time they
+            equal `detokenize(whole tokens)`.
+        """
+        chunk_latent_frames = self.core.check_chunk_latent_frames(chunk_latent_frames)
+        whole = isinstance(tokens, PyraTokTokens) or (
+            isinstance(tokens, list | tuple) and len(tokens) > 0 and all(isinstance(t, torch.Tensor) for t in tokens)
+        )
+        if whole:
+            ids = self.core.check_ids_layout(tokens.ids if isinstance(tokens, PyraTokTokens) else tokens)
+            is_image = isinstance(tokens, PyraTokTokens) and tokens.is_image
+            tokens = self._split_tokens(ids, is_image, chunk_latent_frames)
+        return self._stream_frames(tokens)
+
+    def _split_tokens(
+        self, ids: list[torch.Tensor], is_image: bool, chunk_latent_frames: int
+    ) -> Iterator[PyraTokTokens]:
+        frames, height, width = ids[0].shape[1:]
+        s0 = self.config.level_spatial_strides[0]
+        starts = [0] + list(range(1, frames, chunk_latent_frames))
+        for start, stop in zip(starts, starts[1:] + [frames], strict=True):
+            yield PyraTokTokens(
+                ids=[level_ids[:, start:stop] for level_ids in ids],
+                latent_size=(stop - start, height * s0, width * s0),
+                is_image=is_image,
+            )
+
+    @torch.no_grad()
+    def _stream_frames(self, pieces: Iterable[PyraTokTokens | Sequence[torch.Tensor]]) -> Iterator[torch.Tensor]:
+        is_image: list[bool] = []
+
+        def latents() -> Iterator[torch.Tensor]:
+            for piece in pieces:
+                is_image.append(isinstance(piece, PyraTokTokens) and piece.is_image)
+                ids = piece.ids if isinstance(piece, PyraTokTokens) else piece
+                if not isinstance(ids, list | tuple) or not ids or not all(isinstance(i, torch.Tensor) for i in ids):
+                    raise ValueError(f"a token piece must be PyraTokTokens or a list of id tensors, got {type(ids)}")
+                # Fuse one latent frame at a time: the fusion convs then see the same shapes however the tokens were
+                # cut, so every piece schedule decodes to bit-identical frames.
+                frames = [self.core.ids_to_latent([i[:, t : t + 1] for i in ids]) for t in range(ids[0].shape[1])]
+                yield torch.cat(frames, dim=2)
+
+        # iter_decode pulls one latent piece, then yields its frames: is_image[-1] is that piece's flag.
+        for video in self.core.backbone.iter_decode(latents()):
+            yield video[:, :, 0] if is_image[-1] else video
 
     def bits_per_pixel(self, height: int, width: int, num_frames: int) -> float:
         """Token bits per input pixel of a clip of this size (all levels)."""
