@@ -1,0 +1,217 @@
+"""Reconstruction quality and codebook usage of a tokenizer on an eval split (paper Tab. 1-2, Fig. 29).
+
+Per clip: PSNR and SSIM (`training.losses`, data range 2 on [-1, 1] frames) and LPIPS (AlexNet by default), each
+the mean of its per-frame values; over the split: their means, per-level code usage (`training.heldout.code_usage`:
+distinct codes, share of the `2**codebook_dim` codebook, perplexity), token bits per pixel and tokens per clip.
+
+LPIPS needs torchvision's ImageNet trunk weights; when they are not cached the report holds `lpips: null` and
+`lpips_unavailable_reason` (never a number from a random trunk).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from training.heldout import code_usage, frames_as_images
+from training.losses import lpips_or_reason, psnr, ssim
+
+from .clips import ClipReader, EvalClip
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _is_pyramid(model: torch.nn.Module) -> bool:
+    return getattr(model.config, "quantizer_mode", "pyramid") == "pyramid"
+
+
+def _check_clip_fits(model: torch.nn.Module, clip: EvalClip) -> None:
+    multiple = model.config.spatial_multiple
+    _, _, height, width = clip.video.shape
+    if height % multiple or width % multiple:
+        raise ValueError(
+            f"clip {clip.key} is {height}x{width}; this model needs multiples of {multiple}: pass a size "
+            f"(e.g. size={max(multiple, height // multiple * multiple)})"
+        )
+
+
+@torch.no_grad()
+def clip_scores(
+    reconstruction: torch.Tensor, target: torch.Tensor, lpips_module: torch.nn.Module | None = None
+) -> dict[str, list[float | None]]:
+    """Per-clip PSNR / SSIM / LPIPS, each the mean of that clip's per-frame values.
+
+    Args:
+        reconstruction, target: float `(B, 3, T, H, W)` in [-1, 1] (H, W >= 11 for SSIM's window).
+        lpips_module: an `lpips.LPIPS` (inputs in [-1, 1]) or None.
+
+    Returns:
+        `{"psnr": [B floats, dB, inf for identical clips], "ssim": [B floats in [-1, 1]], "lpips": [B floats >= 0 or
+        None]}`.
+    """
+    if reconstruction.shape != target.shape or reconstruction.ndim != 5:
+        raise ValueError(
+            f"reconstruction and target must both be (B, 3, T, H, W), got {tuple(reconstruction.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    batch, _, frames = target.shape[:3]
+    x, y = frames_as_images(reconstruction.float()), frames_as_images(target.float())  # (B*T, 3, H, W)
+    out: dict[str, list[float | None]] = {
+        "psnr": psnr(x, y, reduction="none").view(batch, frames).mean(1).tolist(),
+        "ssim": ssim(x, y, reduction="none").view(batch, frames).mean(1).tolist(),
+        "lpips": [None] * batch,
+    }
+    if lpips_module is not None:
+        module_device = next(lpips_module.parameters()).device
+        dist = lpips_module(x.to(module_device), y.to(module_device)).flatten()  # (B*T,)
+        out["lpips"] = dist.view(batch, frames).mean(1).tolist()
+    return out
+
+
+def _level_usage(level_ids: list[list[torch.Tensor]], codebook_size: int) -> list[dict]:
+    rows = []
+    for level, ids in enumerate(level_ids, start=1):
+        rows.append({"level": level, **code_usage(ids, codebook_size)})
+    return rows
+
+
+@torch.no_grad()
+def evaluate_reconstruction(
+    model: torch.nn.Module,
+    split_dir: str | os.PathLike,
+    max_clips: int | None = None,
+    num_frames: int | None = None,
+    prompt_from_caption: bool = True,
+    lpips_net: str | None = "alex",
+    size: int | tuple[int, int] | None = None,
+) -> dict:
+    """Reconstruct every clip of a split and score it.
+
+    Args:
+        model: a `PyraTokModel` (eval mode is set here).
+        split_dir: folder of `*.tar` eval shards.
+        max_clips: evaluate at most this many clips (sorted key order).
+        num_frames: frames per clip (`4k + 1`; default: the largest `4k + 1` each clip has).
+        prompt_from_caption: condition tokenization on each clip's caption (LaPQ models only; residual-mode models
+            are never text-conditioned).
+        lpips_net: LPIPS trunk (`"alex"`, `"vgg"`, `"squeeze"`) or None to skip LPIPS.
+        size: resize + centre-crop clips to this size first (int or `(H, W)`).
+
+    Returns:
+        `{"task", "num_clips", "skipped", "prompt_from_caption", "psnr", "ssim", "lpips", "lpips_net",
+        "lpips_unavailable_reason", "bits_per_pixel", "tokens_per_clip", "codebook_size", "code_usage": [per level
+        {"level", "tokens", "distinct_codes", "codebook_fraction", "perplexity"}], "clips": [{"key", "num_frames",
+        "height", "width", "psnr", "ssim", "lpips"}]}`; PSNR in dB (mean over clips, inf if a clip is identical),
+        SSIM in [-1, 1], LPIPS >= 0 or None.
+    """
+    model.eval()
+    device = _device(model)
+    lpips_module, lpips_reason = (None, "LPIPS disabled (lpips_net=None)") if lpips_net is None else (
+        lpips_or_reason(lpips_net)
+    )
+    if lpips_module is not None:
+        lpips_module = lpips_module.to(device)
+    use_text = prompt_from_caption and _is_pyramid(model)
+    reader = ClipReader(split_dir, max_clips=max_clips, num_frames=num_frames, size=size)
+    rows, level_ids, bpps, tokens = [], None, [], []
+    for clip in reader:
+        _check_clip_fits(model, clip)
+        x = clip.video[None].to(device)  # (1, 3, T, H, W)
+        text = clip.caption if use_text and clip.caption.strip() else None
+        out = model(x, text=text, return_loss=False)
+        scores = clip_scores(out.reconstruction.clamp(-1, 1), x, lpips_module)
+        _, frames, height, width = clip.video.shape
+        rows.append({"key": clip.key, "num_frames": frames, "height": height, "width": width,
+                     **{name: values[0] for name, values in scores.items()}})
+        level_ids = [[] for _ in out.ids] if level_ids is None else level_ids
+        for store, ids in zip(level_ids, out.ids, strict=True):
+            store.append(ids.cpu())
+        bpps.append(model.bits_per_pixel(height, width, frames))
+        tokens.append(sum(ids[0].numel() for ids in out.ids))
+    if not rows:
+        raise ValueError(f"no decodable clips in {split_dir} ({reader.stats.skipped} skipped)")
+    codebook_size = 2**model.config.codebook_dim
+    return {
+        "task": "reconstruction",
+        "num_clips": len(rows),
+        "skipped": reader.stats.as_dict()["skipped_keys"],
+        "prompt_from_caption": use_text,
+        "psnr": _mean([r["psnr"] for r in rows]),
+        "ssim": _mean([r["ssim"] for r in rows]),
+        "lpips": _mean([r["lpips"] for r in rows]) if lpips_module is not None else None,
+        "lpips_net": lpips_net,
+        "lpips_unavailable_reason": lpips_reason,
+        "bits_per_pixel": _mean(bpps),
+        "tokens_per_clip": _mean(tokens),
+        "codebook_size": codebook_size,
+        "code_usage": _level_usage(level_ids, codebook_size),
+        "clips": rows,
+    }
+
+
+@torch.no_grad()
+def resolution_sweep(
+    model: torch.nn.Module,
+    split_dir: str | os.PathLike,
+    sizes: Sequence[int] = (64, 128, 192, 256),
+    max_clips: int | None = None,
+    num_frames: int | None = None,
+    prompt_from_caption: bool = True,
+) -> dict:
+    """Per-level codebook usage versus input resolution (paper Fig. 29): every clip resized to each size.
+
+    Clips are upsampled (or downsampled) with `resize_and_crop` to `size x size`; only tokenization runs.
+
+    Args:
+        sizes: square sizes, each a multiple of `config.spatial_multiple`.
+        Other arguments as `evaluate_reconstruction`.
+
+    Returns:
+        `{"task": "resolution_sweep", "sizes", "codebook_size", "results": [{"size", "num_clips", "tokens_per_clip",
+        "bits_per_pixel", "code_usage": [per level {"level", "tokens", "distinct_codes", "codebook_fraction",
+        "perplexity"}]}]}`.
+    """
+    sizes = [int(s) for s in sizes]
+    multiple = model.config.spatial_multiple
+    bad = [s for s in sizes if s < 1 or s % multiple]
+    if not sizes or bad:
+        raise ValueError(f"sizes must be positive multiples of spatial_multiple={multiple}, got {sizes}")
+    model.eval()
+    device = _device(model)
+    use_text = prompt_from_caption and _is_pyramid(model)
+    codebook_size = 2**model.config.codebook_dim
+    results = []
+    for size in sizes:
+        level_ids, tokens, bpps, count = None, [], [], 0
+        for clip in ClipReader(split_dir, max_clips=max_clips, num_frames=num_frames, size=size):
+            x = clip.video[None].to(device)
+            text = clip.caption if use_text and clip.caption.strip() else None
+            ids = model.tokenize(x, text=text).ids
+            level_ids = [[] for _ in ids] if level_ids is None else level_ids
+            for store, level in zip(level_ids, ids, strict=True):
+                store.append(level.cpu())
+            tokens.append(sum(level[0].numel() for level in ids))
+            bpps.append(model.bits_per_pixel(size, size, clip.num_frames))
+            count += 1
+        if count == 0:
+            raise ValueError(f"no decodable clips in {split_dir}")
+        results.append({
+            "size": size,
+            "num_clips": count,
+            "tokens_per_clip": _mean(tokens),
+            "bits_per_pixel": _mean(bpps),
+            "code_usage": _level_usage(level_ids, codebook_size),
+        })
+    return {"task": "resolution_sweep", "sizes": sizes, "codebook_size": codebook_size, "results": results}
+
+
+__all__ = ["clip_scores", "evaluate_reconstruction", "resolution_sweep"]
