@@ -53,8 +53,10 @@ vae = AutoencoderPyraTok.from_pretrained("<this folder or repo>")  # the same we
 
 
 def losses_on(config: TrainConfig) -> list[str]:
+    inner = {"L1": config.recon_l1_weight, "1-SSIM": config.recon_ssim_weight, "LPIPS": config.recon_lpips_weight}
+    recon_terms = " + ".join(f"{w:g}·{name}" for name, w in inner.items() if w > 0)
     switches = {
-        "reconstruction (L1 + 1-SSIM + LPIPS)": config.use_recon_loss,
+        f"reconstruction ({recon_terms})": config.use_recon_loss,
         "codebook (commitment, entropy, hierarchical KL, text KL, text-codebook InfoNCE)": config.use_codebook_loss,
         "latent matching": config.use_latent_loss,
         "AR global alignment": config.use_ar_loss,
