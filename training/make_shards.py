@@ -735,13 +735,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pan-fraction", type=float, default=0.25, help="share of camera pan/zoom clips")
     parser.add_argument("--shard-size", type=int, default=256, help="clips per tar shard")
     args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: threads cost more than they give, and the machine is shared
     start = time.perf_counter()
-    manifest = make_shards(
-        args.out, seed=args.seed, size=args.size, frames=args.frames, fps=args.fps, num_train=args.train,
-        num_val=args.val, num_test=args.test, pan_fraction=args.pan_fraction, shard_size=args.shard_size,
-        progress=lambda line: print(line, file=sys.stderr),
-    )
+    try:
+        manifest = make_shards(
+            args.out, seed=args.seed, size=args.size, frames=args.frames, fps=args.fps, num_train=args.train,
+            num_val=args.val, num_test=args.test, pan_fraction=args.pan_fraction, shard_size=args.shard_size,
+            progress=lambda line: print(line, file=sys.stderr),
+        )
+    finally:
+        torch.set_num_threads(threads)  # main() also runs in-process (tests): leave the caller's setting alone
     print(json.dumps({"out": str(args.out), "counts": manifest["counts"],
                       "seconds": round(time.perf_counter() - start, 1)}))
 
