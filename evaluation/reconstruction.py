@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
-from training.heldout import code_usage, frames_as_images
-from training.losses import lpips_or_reason, psnr, ssim
+from training.heldout import clip_scores, code_usage
+from training.losses import lpips_or_reason
 
 from .clips import ClipReader, EvalClip
 
@@ -45,38 +45,6 @@ def _check_clip_fits(model: torch.nn.Module, clip: EvalClip) -> None:
 
 
 @torch.no_grad()
-def clip_scores(
-    reconstruction: torch.Tensor, target: torch.Tensor, lpips_module: torch.nn.Module | None = None
-) -> dict[str, list[float | None]]:
-    """Per-clip PSNR / SSIM / LPIPS, each the mean of that clip's per-frame values.
-
-    Args:
-        reconstruction, target: float `(B, 3, T, H, W)` in [-1, 1] (H, W >= 11 for SSIM's window).
-        lpips_module: an `lpips.LPIPS` (inputs in [-1, 1]) or None.
-
-    Returns:
-        `{"psnr": [B floats, dB, inf for identical clips], "ssim": [B floats in [-1, 1]], "lpips": [B floats >= 0 or
-        None]}`.
-    """
-    if reconstruction.shape != target.shape or reconstruction.ndim != 5:
-        raise ValueError(
-            f"reconstruction and target must both be (B, 3, T, H, W), got {tuple(reconstruction.shape)} and "
-            f"{tuple(target.shape)}"
-        )
-    batch, _, frames = target.shape[:3]
-    x, y = frames_as_images(reconstruction.float()), frames_as_images(target.float())  # (B*T, 3, H, W)
-    out: dict[str, list[float | None]] = {
-        "psnr": psnr(x, y, reduction="none").view(batch, frames).mean(1).tolist(),
-        "ssim": ssim(x, y, reduction="none").view(batch, frames).mean(1).tolist(),
-        "lpips": [None] * batch,
-    }
-    if lpips_module is not None:
-        module_device = next(lpips_module.parameters()).device
-        dist = lpips_module(x.to(module_device), y.to(module_device)).flatten()  # (B*T,)
-        out["lpips"] = dist.view(batch, frames).mean(1).tolist()
-    return out
-
-
 def _level_usage(level_ids: list[list[torch.Tensor]], codebook_size: int) -> list[dict]:
     rows = []
     for level, ids in enumerate(level_ids, start=1):

@@ -27,6 +27,15 @@ def activate_text_attention(model: nn.Module, seed: int = 0, std: float = 0.5) -
                 module.out_proj.weight.copy_(torch.randn(module.out_proj.weight.shape, generator=g) * std)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (restored after): tiny convolutions only pay for threads on a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_model() -> PyraTokModel:
     torch.manual_seed(0)

@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from accelerate.state import AcceleratorState
 
@@ -37,13 +36,8 @@ TINY_LM = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convolutions on a shared CPU: extra threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny convolutions on a shared CPU: extra threads only add contention (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

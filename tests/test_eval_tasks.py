@@ -34,14 +34,8 @@ from training.video_io import resize_and_crop
 
 from .conftest import make_video
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convolutions: threads only add contention on a shared CPU (10x slower with 2 busy cores).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny convolutions on a shared CPU: extra threads only add contention (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,38 @@ def frames_as_images(video: torch.Tensor) -> torch.Tensor:
     return video.transpose(1, 2).flatten(0, 1)
 
 
+def clip_scores(
+    reconstruction: torch.Tensor, target: torch.Tensor, lpips_module: torch.nn.Module | None = None
+) -> dict[str, list[float | None]]:
+    """Per-clip PSNR / SSIM / LPIPS, each the mean of that clip's per-frame values.
+
+    Args:
+        reconstruction, target: float `(B, 3, T, H, W)` in [-1, 1] (H, W >= 11 for SSIM's window).
+        lpips_module: an `lpips.LPIPS` (inputs in [-1, 1]) or None.
+
+    Returns:
+        `{"psnr": [B floats, dB, inf for identical clips], "ssim": [B floats in [-1, 1]], "lpips": [B floats >= 0 or
+        None]}`.
+    """
+    if reconstruction.shape != target.shape or reconstruction.ndim != 5:
+        raise ValueError(
+            f"reconstruction and target must both be (B, 3, T, H, W), got {tuple(reconstruction.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    batch, _, frames = target.shape[:3]
+    x, y = frames_as_images(reconstruction.float()), frames_as_images(target.float())  # (B*T, 3, H, W)
+    out: dict[str, list[float | None]] = {
+        "psnr": psnr(x, y, reduction="none").view(batch, frames).mean(1).tolist(),
+        "ssim": ssim(x, y, reduction="none").view(batch, frames).mean(1).tolist(),
+        "lpips": [None] * batch,
+    }
+    if lpips_module is not None:
+        module_device = next(lpips_module.parameters()).device
+        dist = lpips_module(x.to(module_device), y.to(module_device)).flatten()  # (B*T,)
+        out["lpips"] = dist.view(batch, frames).mean(1).tolist()
+    return out
+
+
 def code_usage(ids: list[torch.Tensor], codebook_size: int) -> dict[str, float]:
     """Usage of one level's codes over many tokens: distinct codes, their share of the codebook and perplexity."""
     counts: Counter[int] = Counter()
@@ -52,11 +84,9 @@ def evaluate_reconstruction(model: torch.nn.Module, stream, num_batches: int, de
             bpp = model.bits_per_pixel(x.shape[3], x.shape[4], x.shape[2])
         else:
             recon = model(x, sample_posterior=False).sample
-        target, recon = frames_as_images(x.float()), frames_as_images(recon.float())
-        frames = x.shape[2]
-        # Per clip: average the per-frame scores of that clip.
-        psnrs += psnr(recon, target, reduction="none").view(-1, frames).mean(1).tolist()
-        ssims += ssim(recon, target, reduction="none").view(-1, frames).mean(1).tolist()
+        scores = clip_scores(recon, x)
+        psnrs += scores["psnr"]
+        ssims += scores["ssim"]
     metrics: dict = {
         "clips": len(psnrs),
         "psnr": sum(psnrs) / len(psnrs),
@@ -71,4 +101,4 @@ def evaluate_reconstruction(model: torch.nn.Module, stream, num_batches: int, de
     return metrics
 
 
-__all__ = ["code_usage", "evaluate_reconstruction", "frames_as_images"]
+__all__ = ["clip_scores", "code_usage", "evaluate_reconstruction", "frames_as_images"]

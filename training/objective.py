@@ -100,14 +100,6 @@ class PyraTokObjective(nn.Module):
         if mc.quantizer_mode != "pyramid":
             raise ValueError(f"training targets quantizer_mode='pyramid', got {mc.quantizer_mode!r}")
 
-    def heads_state_dict(self) -> dict[str, torch.Tensor]:
-        """Trainable weights of the training-only heads (saved with the training state, not with the model)."""
-        state = {}
-        for name, head in (("ar_head", self.ar_head), ("drift_head", self.drift_head)):
-            if head is not None:
-                state.update({f"{name}.{k}": v for k, v in head.state_dict().items()})
-        return state
-
     def forward(
         self, pixel_values: torch.Tensor, captions: list[str | None] | None, generator: torch.Generator | None = None
     ) -> ObjectiveOutput:
