@@ -2,8 +2,8 @@
 
     pyratok-eval <task> [--model PATH] --data SPLIT_DIR [--out report.json] [task flags]
 
-Tasks: `reconstruction`, `localization`, `retrieval` (this package) and `segmentation`, `visualize`, `ablation`
-(`evaluation/<task>.py`, imported only when asked for). A task module provides
+Tasks: `reconstruction`, `localization`, `retrieval` (this package) and `segmentation`, `visualize`, `ablation`,
+`probe` (`evaluation/<task>.py`, imported only when asked for). A task module provides
 `add_arguments(parser: argparse.ArgumentParser) -> None` and `run(...) -> dict`; `run` receives the parsed arguments
 as its first positional argument and, if it has a parameter named `model`, the loaded `PyraTokModel` as `model=`.
 
@@ -32,7 +32,7 @@ PROG = "pyratok-eval"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "model_cards" / "pyratok-small-procedural"
 BUILTIN_TASKS = ("reconstruction", "localization", "retrieval")
-EXTERNAL_TASKS = ("segmentation", "visualize", "ablation")
+EXTERNAL_TASKS = ("segmentation", "visualize", "ablation", "probe")
 TASKS = BUILTIN_TASKS + EXTERNAL_TASKS
 
 
