@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -509,6 +510,15 @@ class PyraTokCore(nn.Module):
         return list(ids)
 
 
+def _is_pyratok_folder(name_or_path: str | os.PathLike, subfolder: str | None) -> bool:
+    """Whether `name_or_path[/subfolder]` is a local folder holding a PyraTok (not a diffusers VAE) config."""
+    config_file = os.path.join(name_or_path, subfolder or "", "config.json")
+    if not os.path.isfile(config_file):
+        return False
+    with open(config_file, encoding="utf-8") as handle:
+        return json.load(handle).get("model_type") == PyraTokConfig.model_type
+
+
 class PyraTokPreTrainedModel(PreTrainedModel):
     config_class = PyraTokConfig
     base_model_prefix = "core"
@@ -586,7 +596,8 @@ class PyraTokModel(PyraTokPreTrainedModel):
         """Copy pretrained `AutoencoderKLWan` weights into the frozen backbone (training starts here).
 
         Args:
-            name_or_path: Hub id or folder; default `config.backbone_name_or_path`.
+            name_or_path: Hub id or folder of a diffusers `AutoencoderKLWan`, or a local PyraTok checkpoint folder
+                (its frozen backbone is copied, its LoRA and LaPQ are not); default `config.backbone_name_or_path`.
             subfolder: default `config.backbone_subfolder` (`"vae"` for the Wan diffusers repos).
         """
         from diffusers import AutoencoderKLWan
@@ -595,12 +606,17 @@ class PyraTokModel(PyraTokPreTrainedModel):
         if name_or_path is None:
             raise ValueError("no backbone to load: pass name_or_path or set config.backbone_name_or_path")
         subfolder = subfolder if subfolder is not None else self.config.backbone_subfolder
-        pretrained = AutoencoderKLWan.from_pretrained(name_or_path, subfolder=subfolder or None, **kwargs)
+        if _is_pyratok_folder(name_or_path, subfolder):
+            donor = type(self).from_pretrained(name_or_path)
+            pretrained_config, state = donor.config.backbone_config, donor.core.backbone.wan_state_dict()
+        else:
+            pretrained = AutoencoderKLWan.from_pretrained(name_or_path, subfolder=subfolder or None, **kwargs)
+            pretrained_config, state = pretrained.config, pretrained.state_dict()
         expected = {k: v for k, v in self.config.backbone_config.items() if not k.startswith("_")}
-        differing = sorted(k for k, v in expected.items() if k in pretrained.config and pretrained.config[k] != v)
+        differing = sorted(k for k, v in expected.items() if k in pretrained_config and pretrained_config[k] != v)
         if differing:
             raise ValueError(f"backbone {name_or_path!r} differs from config.backbone_config in {differing}")
-        self.core.backbone.load_wan_state_dict(pretrained.state_dict(), str(name_or_path))
+        self.core.backbone.load_wan_state_dict(state, str(name_or_path))
 
     # ---- Hub ------------------------------------------------------------------------------------------------------
     def model_card(self) -> ModelCard:

@@ -185,6 +185,30 @@ def test_pretrained_backbone_weights_load_into_the_frozen_backbone(tmp_path, vid
         model.load_pretrained_backbone(str(tmp_path / "wrong"), subfolder="")
 
 
+def test_backbone_loads_from_another_pyratok_checkpoint(tmp_path, video):
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(7)
+    donor = PyraTokModel(tiny_config())
+    donor.save_pretrained(tmp_path / "donor")
+    torch.manual_seed(0)
+    model = PyraTokModel(tiny_config())
+    model.load_pretrained_backbone(str(tmp_path / "donor"), subfolder="")
+    with torch.no_grad():
+        expected = donor.core.backbone.encode_features(video).moments
+        got = model.core.backbone.encode_features(video).moments
+    assert torch.equal(expected, got)
+    # Only the frozen backbone is copied: the new model's own LaPQ stays as initialised.
+    pairs = zip(donor.core.quantizer.parameters(), model.core.quantizer.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
+
+    PyraTokModel(tiny_config(backbone_config={**tiny_config().backbone_config, "z_dim": 8,
+                                              "latents_mean": [0.0] * 8, "latents_std": [1.0] * 8})
+                 ).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="z_dim"):
+        model.load_pretrained_backbone(str(tmp_path / "other"), subfolder="")
+
+
 def test_save_pretrained_writes_a_model_card_and_push_uploads_it(tiny_model, tmp_path, monkeypatch):
     tiny_model.save_pretrained(tmp_path / "saved")
     card = (tmp_path / "saved" / "README.md").read_text()

@@ -29,8 +29,9 @@ class TrainConfig:
             checkpoint gets a backbone when no pretrained Wan weights are reachable).
         model_preset, model_overrides: `PyraTokConfig.from_preset(model_preset, **model_overrides)`.
         init_from: A PyraTok checkpoint (folder or Hub id) to start from instead of a fresh model.
-        backbone_name_or_path, backbone_subfolder: Pretrained `AutoencoderKLWan` weights for the frozen backbone
-            (default: the model config's). `"none"` keeps the random backbone (tests only).
+        backbone_name_or_path, backbone_subfolder: Pretrained `AutoencoderKLWan` weights for the frozen backbone, or
+            a local PyraTok checkpoint folder whose frozen backbone to reuse (default: the model config's). `"none"`
+            keeps the random backbone (tests only).
         data, validation_data: `VideoDataConfig` fields (see `training/data.py`); validation is optional.
         output_dir: Checkpoints, logs and the final model go here.
         max_train_steps: Optimizer steps.
