@@ -359,9 +359,10 @@ def ablation_markdown(result: dict) -> str:
     reasons = {row["metrics"]["lpips_unavailable_reason"] for row in result["rows"]} - {None}
     lines += [
         "",
-        "- PSNR (dB) / SSIM: mean over clips of per-frame values on [-1, 1] frames (data range 2). Code usage: "
-        "distinct codes seen / codebook size, per level, averaged over levels (bounded by the tokens the test split "
-        "has). Bits/pixel: token bits per input pixel over all levels. R@1: zero-shot text↔video retrieval, "
+        "- PSNR (dB) / SSIM: mean over clips of per-frame values (PSNR on [-1, 1] frames, data range 2; SSIM on the "
+        "intensities they encode). Code usage: distinct codes seen / codebook size, per level, averaged over levels "
+        "(bounded by the tokens the test split has). Bits/pixel: token bits per input pixel over all levels. "
+        "R@1: zero-shot text↔video retrieval, "
         f"chance = {_fmt(chance, '.2f')}.",
         "- \"same as …\" rows were not trained again: their resolved config equals that row's.",
         "- Table 6's last row (\"PyraTok\") repeats the default with its two columns swapped; the full model is "

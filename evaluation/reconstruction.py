@@ -1,6 +1,7 @@
 """Reconstruction quality and codebook usage of a tokenizer on an eval split (paper Tab. 1-2, Fig. 29).
 
-Per clip: PSNR and SSIM (`training.losses`, data range 2 on [-1, 1] frames) and LPIPS (AlexNet by default), each
+Per clip: PSNR and SSIM (`training.losses`: [-1, 1] frames, data range 2; SSIM scores the intensities the
+frames encode) and LPIPS (AlexNet by default), each
 the mean of its per-frame values; over the split: their means, per-level code usage (`training.heldout.code_usage`:
 distinct codes, share of the `2**codebook_dim` codebook, perplexity), token bits per pixel and tokens per clip.
 

@@ -61,16 +61,32 @@ def test_ssim_matches_skimage():
     y = noisy(x, 0.15, seed=4)
     ours = ssim(x, y, reduction="none")
     for i in range(2):
+        # skimage scores intensities as given: the [0, 1] images our [-1, 1] frames encode.
         reference = metrics.structural_similarity(
-            x[i].double().numpy(),
-            y[i].double().numpy(),
+            (x[i].double().numpy() + 1) / 2,
+            (y[i].double().numpy() + 1) / 2,
             gaussian_weights=True,
             sigma=1.5,
             use_sample_covariance=False,
-            data_range=2.0,
+            data_range=1.0,
             channel_axis=0,
         )
         assert abs(ours[i].item() - reference) < 1e-3
+    assert torch.allclose(ssim((x + 1) / 2, (y + 1) / 2, data_range=1.0, value_min=0.0, reduction="none"), ours,
+                          atol=1e-5)
+
+
+def test_ssim_scores_intensities_not_signed_values():
+    """[-1, 1] frames are scored as the intensities they encode: an offset of 0.1 costs about the same at mid-grey as
+    at bright values, and means on both sides of mid-grey do not make SSIM negative (on signed values the first
+    scores 0.61 against 0.99 and the second -0.85)."""
+
+    def flat(value: float) -> torch.Tensor:
+        return torch.full((1, 3, 16, 16), value)
+
+    near_grey, bright = ssim(flat(0.15), flat(0.05)).item(), ssim(flat(0.65), flat(0.55)).item()
+    assert near_grey > 0.99 and bright > 0.99 and abs(near_grey - bright) < 0.01
+    assert ssim(flat(0.05), flat(-0.05)).item() > 0.99
 
 
 def test_ssim_is_differentiable():

@@ -92,8 +92,14 @@ def ssim(
     sigma: float = 1.5,
     data_range: float = 2.0,
     reduction: str = "mean",
+    value_min: float = -1.0,
 ) -> torch.Tensor:
     """Structural similarity with a Gaussian window (Wang et al. 2004; K1 = 0.01, K2 = 0.03), differentiable.
+
+    SSIM's luminance term `(2 μx μy + C1) / (μx² + μy² + C1)` assumes non-negative intensities, so the inputs are
+    shifted by `value_min` to start at 0 first (a [-1, 1] frame is scored as the [0, 2] frame it encodes). On signed
+    values the term is meaningless (it goes negative when the means differ in sign, and makes every mid-grey
+    prediction look alike), and it rewards predicting mid-grey where the colour is uncertain.
 
     Local statistics use population (not sample) covariance and a separable Gaussian window of `window_size` taps,
     normalised to sum 1. Only 'valid' windows count (no padding): the SSIM map is `(H - window_size + 1) x
@@ -107,6 +113,7 @@ def ssim(
         sigma (`float`): Gaussian standard deviation in pixels, > 0.
         data_range (`float`): max - min of the value range (2 for [-1, 1]).
         reduction (`str`): `"mean"` → scalar; `"none"` → `(N,)`, one value per image (mean over channels and pixels).
+        value_min (`float`): the lowest value of the range (-1 for [-1, 1]); 0 for images already in [0, 1].
 
     Returns:
         `torch.Tensor` (float32), scalar or `(N,)`, in `[-1, 1]`; exactly 1 for identical inputs.
@@ -123,7 +130,7 @@ def ssim(
         raise ValueError(f"ssim: images of size {(height, width)} are smaller than window_size={window_size}")
 
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x, y = x.float(), y.float()
+        x, y = x.float() - value_min, y.float() - value_min
         window = _gaussian_window(window_size, sigma, x.device)
         stack = torch.cat([x, y, x * x, y * y, x * y], dim=1).reshape(batch * 5 * channels, 1, height, width)
         stack = F.conv2d(stack, window.view(1, 1, 1, -1))  # separable: along W, then along H
