@@ -19,6 +19,7 @@ latent reconstructs grey video.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Iterable
 
 import torch
@@ -150,17 +151,15 @@ def probe_wan_encoder(vae: torch.nn.Module, videos: torch.Tensor, train_fraction
     return probe_features(collect_encoder_features(vae, videos), videos[:, :, 0], train_fraction)
 
 
-def _stack_clips(clips: Iterable, num_frames: int) -> tuple[torch.Tensor, list[str]]:
-    videos, keys = [], []
-    for clip in clips:
-        videos.append(clip.video[:, :num_frames])
-        keys.append(clip.key)
+def _stack_clips(clips: Iterable, num_frames: int) -> torch.Tensor:
+    """`(N, 3, num_frames, H, W)` of the clips; at least 4, all of one size."""
+    videos = [clip.video[:, :num_frames] for clip in clips]
     if len(videos) < 4:
         raise ValueError(f"the probe needs at least 4 clips, got {len(videos)}")
     sizes = {tuple(v.shape[-2:]) for v in videos}
     if len(sizes) != 1:
         raise ValueError(f"clips have different sizes {sorted(sizes)}: pass --size to resize them to one")
-    return torch.stack(videos), keys
+    return torch.stack(videos)
 
 
 def evaluate_probe(model: torch.nn.Module, split_dir: str, max_clips: int | None = None, num_frames: int = 1,
@@ -176,20 +175,14 @@ def evaluate_probe(model: torch.nn.Module, split_dir: str, max_clips: int | None
         raise ValueError(f"num_frames must be 4k+1, got {num_frames}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    videos, keys = _stack_clips(iter_clips(split_dir, max_clips=max_clips, num_frames=num_frames, size=size),
-                                num_frames)
+    videos = _stack_clips(iter_clips(split_dir, max_clips=max_clips, num_frames=num_frames, size=size), num_frames)
     backbone = model.core.backbone
     device = next(model.parameters()).device
-    results: dict = {"num_clips": len(keys), "num_frames": num_frames, "train_fraction": train_fraction}
-    for label, adapters_on in (("backbone", False), ("adapted", True)):
-        batches = []
-        for start in range(0, len(videos), batch_size):
-            batch = videos[start : start + batch_size].to(device)
-            if adapters_on:
-                batches.append(collect_encoder_features(backbone.vae, batch))
-            else:
-                with backbone.lora_disabled():
-                    batches.append(collect_encoder_features(backbone.vae, batch))
+    results: dict = {"num_clips": len(videos), "num_frames": num_frames, "train_fraction": train_fraction}
+    for label, adapters in (("backbone", backbone.lora_disabled), ("adapted", contextlib.nullcontext)):
+        with adapters():
+            batches = [collect_encoder_features(backbone.vae, videos[start : start + batch_size].to(device))
+                       for start in range(0, len(videos), batch_size)]
         features = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
         results[label] = probe_features(features, videos[:, :, 0], train_fraction)
     return results

@@ -607,7 +607,7 @@ class PyraTokModel(PyraTokPreTrainedModel):
             raise ValueError("no backbone to load: pass name_or_path or set config.backbone_name_or_path")
         subfolder = subfolder if subfolder is not None else self.config.backbone_subfolder
         if _is_pyratok_folder(name_or_path, subfolder):
-            donor = type(self).from_pretrained(name_or_path)
+            donor = type(self).from_pretrained(os.path.join(name_or_path, subfolder or ""))
             pretrained_config, state = donor.config.backbone_config, donor.core.backbone.wan_state_dict()
         else:
             pretrained = AutoencoderKLWan.from_pretrained(name_or_path, subfolder=subfolder or None, **kwargs)

@@ -201,6 +201,11 @@ def test_backbone_loads_from_another_pyratok_checkpoint(tmp_path, video):
     # Only the frozen backbone is copied: the new model's own LaPQ stays as initialised.
     pairs = zip(donor.core.quantizer.parameters(), model.core.quantizer.parameters(), strict=True)
     assert any(not torch.equal(a, b) for a, b in pairs)
+    # A checkpoint in a subfolder is found there, as for a diffusers VAE.
+    fresh = PyraTokModel(tiny_config())
+    fresh.load_pretrained_backbone(str(tmp_path), subfolder="donor")
+    with torch.no_grad():
+        assert torch.equal(fresh.core.backbone.encode_features(video).moments, expected)
 
     PyraTokModel(tiny_config(backbone_config={**tiny_config().backbone_config, "z_dim": 8,
                                               "latents_mean": [0.0] * 8, "latents_std": [1.0] * 8})
