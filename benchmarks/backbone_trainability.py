@@ -29,7 +29,8 @@ Tasks:
   held-out batch of `--num-val` frames from `--val-data`. Reported: `psnr` (dB, frames in [-1, 1]) and `chroma`
   (mean |pixel − its mean over RGB|, the colour a grey image lacks) of the reconstructions, and the data's chroma.
 
-Each model reports its metrics every `--eval-every` steps (`curve`) and at the end.
+Each model reports its metrics every `--eval-every` steps (`curve`, also printed to stderr as they come) and at the
+end. `--skip-solid` runs the `frames` task alone.
 
     python benchmarks/backbone_trainability.py                               # solid colours, ~2 min on 2 cores
     python benchmarks/backbone_trainability.py --data "data/procedural/train/*.tar" \\
@@ -152,8 +153,11 @@ def frame_metrics(output: torch.Tensor, target: torch.Tensor) -> dict:
     return {"psnr": round(-10 * torch.log10(mse).item(), 2), "chroma": round(chroma(output), 4)}
 
 
-def train(model: nn.Module, batches, val: torch.Tensor, metrics, args) -> dict:
-    """Trains `model` on `batches` (an iterator of `(B, 3, 1, H, W)`) and scores it on `val` along the way."""
+def train(model: nn.Module, batches, val: torch.Tensor, metrics, args, label: str) -> dict:
+    """Trains `model` on `batches` (an iterator of `(B, 3, 1, H, W)`) and scores it on `val` along the way.
+
+    Each intermediate score is also printed to stderr (tagged `label`), so a run that is cut short keeps them.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     curve, start = [], time.perf_counter()
@@ -173,6 +177,7 @@ def train(model: nn.Module, batches, val: torch.Tensor, metrics, args) -> dict:
         optimizer.zero_grad(set_to_none=True)
         if step % args.eval_every == 0 and step != args.steps:
             curve.append(evaluate(step))
+            print(json.dumps({"progress": label, **curve[-1]}), file=sys.stderr, flush=True)
     final = evaluate(args.steps)
     return {**final, "curve": curve, "trainable_parameters": sum(p.numel() for p in params),
             "wall_s": round(time.perf_counter() - start, 1)}
@@ -201,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-val", type=int, default=32)
     parser.add_argument("--solid-size", type=int, default=32)
     parser.add_argument("--data", default=None, help="training shards glob; adds the `frames` task")
+    parser.add_argument("--skip-solid", action="store_true", help="run only the `frames` task")
     parser.add_argument("--val-data", default=None, help="held-out shards glob (default: --data)")
     parser.add_argument("--frame-size", type=int, default=64)
     parser.add_argument("--shuffle-buffer", type=int, default=256)
@@ -219,11 +225,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     report["signal_share_at_init"] = signal_share(build_model("wan", backbone_config, args.wan_init), solid_val)
     report["solid_colour"] = {}
-    for name in args.models:
+    for name in [] if args.skip_solid else args.models:
         torch.manual_seed(args.seed)
         batches = iter(lambda: solid_colours(args.batch_size, args.solid_size, generator), None)
         model = build_model(name, backbone_config, args.wan_init)
-        report["solid_colour"][name] = train(model, batches, solid_val, solid_metrics, args)
+        report["solid_colour"][name] = train(model, batches, solid_val, solid_metrics, args, f"solid_colour/{name}")
 
     if args.data:
         val_stream = frame_batches(args.val_data or args.data, args.num_val, args.frame_size, args.seed, 1)
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
             torch.manual_seed(args.seed)
             batches = frame_batches(args.data, args.batch_size, args.frame_size, args.seed, args.shuffle_buffer)
             model = build_model(name, backbone_config, args.wan_init)
-            report["frames"][name] = train(model, batches, frame_val, frame_metrics, args)
+            report["frames"][name] = train(model, batches, frame_val, frame_metrics, args, f"frames/{name}")
 
     text = json.dumps(report, indent=1)
     print(text)
