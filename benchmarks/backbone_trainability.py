@@ -52,8 +52,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 from diffusers import AutoencoderKLWan  # noqa: E402
+from report_output import emit_report  # noqa: E402
 
-from modeling_pyratok.configuration_pyratok import PRESETS  # noqa: E402
+from modeling_pyratok.configuration_pyratok import PRESETS, PyraTokConfig  # noqa: E402
 
 MODELS = ("wan", "wan_frozen_encoder", "linear")
 
@@ -103,8 +104,8 @@ class WanReconstructor(nn.Module):
 
 def build_model(name: str, backbone_config: dict, init: str) -> nn.Module:
     if name == "linear":
-        probe = AutoencoderKLWan(**backbone_config)
-        return LinearPatchAutoencoder(probe.config.z_dim, probe.spatial_compression_ratio)
+        derived = PyraTokConfig(backbone_config=backbone_config)  # z_dim and spatial factor as PyraTok derives them
+        return LinearPatchAutoencoder(derived.z_dim, derived.scale_factor_spatial)
     return WanReconstructor(backbone_config, freeze_encoder=name == "wan_frozen_encoder", init=init)
 
 
@@ -214,6 +215,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
+    for flag in ("steps", "lr", "batch_size", "eval_every", "solid_size", "frame_size", "shuffle_buffer"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if args.num_val < 2:
+        parser.error(f"--num-val must be at least 2 (the output colour's std is across them), got {args.num_val}")
     if args.threads:
         torch.set_num_threads(args.threads)
     backbone_config = dict(PRESETS[args.preset]["backbone_config"])
@@ -241,12 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
             model = build_model(name, backbone_config, args.wan_init)
             report["frames"][name] = train(model, batches, frame_val, frame_metrics, args, f"frames/{name}")
 
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    return report
+    return emit_report(report, args.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ import sys
 import threading
 import time
 
+from report_output import emit_report
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 2**20
 # LFQ clamps probabilities at this value inside its logs (`vector_quantize_pytorch.lookup_free_quantization.log`).
@@ -467,12 +469,7 @@ def main(argv=None) -> dict:
     targets["all_met"] = None if any(v is None for v in required) else all(required)
     report["targets"] = targets
 
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    return report
+    return emit_report(report, args.out)
 
 
 if __name__ == "__main__":
