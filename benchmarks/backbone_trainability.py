@@ -102,6 +102,17 @@ class WanReconstructor(nn.Module):
         return self.vae.decode(self.vae.encode(video).latent_dist.mode()).sample
 
 
+def fan_in_param_groups(model: nn.Module, numerator: float, vector_lr: float) -> list[dict]:
+    """AdamW groups with a learning rate of `numerator / fan_in` for every weight matrix / kernel and `vector_lr`
+    for biases and norm gains (the width scaling of muP's Adam rule, Yang et al. 2022, applied per layer)."""
+    groups = []
+    for param in model.parameters():
+        if param.requires_grad:
+            fan_in = param[0].numel() if param.dim() > 1 else 0
+            groups.append({"params": [param], "lr": numerator / fan_in if fan_in else vector_lr})
+    return groups
+
+
 def build_model(name: str, backbone_config: dict, init: str) -> nn.Module:
     if name == "linear":
         derived = PyraTokConfig(backbone_config=backbone_config)  # z_dim and spatial factor as PyraTok derives them
@@ -160,7 +171,11 @@ def train(model: nn.Module, batches, val: torch.Tensor, metrics, args, label: st
     Each intermediate score is also printed to stderr (tagged `label`), so a run that is cut short keeps them.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    if args.lr_scaling == "fan-in" and isinstance(model, WanReconstructor):
+        groups = fan_in_param_groups(model, args.fan_in_lr, args.vector_lr)
+    else:
+        groups = [{"params": params, "lr": args.lr}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     curve, start = [], time.perf_counter()
 
     def evaluate(step: int) -> dict:
@@ -202,6 +217,10 @@ def main(argv: list[str] | None = None) -> dict:
                         help="initialisation of the Wan models (default: diffusers / PyTorch's)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-scaling", default="none", choices=("none", "fan-in"),
+                        help="fan-in: the Wan models' weights get --fan-in-lr / fan_in, biases and gains --vector-lr")
+    parser.add_argument("--fan-in-lr", type=float, default=0.03)
+    parser.add_argument("--vector-lr", type=float, default=3e-4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--num-val", type=int, default=32)
@@ -215,7 +234,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    for flag in ("steps", "lr", "batch_size", "eval_every", "solid_size", "frame_size", "shuffle_buffer"):
+    positive = ("steps", "lr", "fan_in_lr", "vector_lr", "batch_size", "eval_every", "solid_size", "frame_size",
+                "shuffle_buffer")
+    for flag in positive:
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if args.num_val < 2:
@@ -225,6 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     backbone_config = dict(PRESETS[args.preset]["backbone_config"])
 
     report = {"preset": args.preset, "wan_init": args.wan_init, "steps": args.steps, "lr": args.lr,
+              "lr_scaling": args.lr_scaling, **({"fan_in_lr": args.fan_in_lr, "vector_lr": args.vector_lr}
+                                                  if args.lr_scaling == "fan-in" else {}),
               "batch_size": args.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__}
     generator = torch.Generator().manual_seed(args.seed + 1)
     solid_val = solid_colours(args.num_val, args.solid_size, generator)
