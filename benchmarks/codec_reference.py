@@ -4,14 +4,13 @@ Prints one JSON object. Written for issue 3's aim of ≥ 26 dB PSNR from the CPU
 0.098 bits per pixel on a 17×64×64 clip (425 tokens × 16 bits = 850 bytes): this encodes the same held-out clips
 with H.264 / H.265 (PyAV's bundled FFmpeg, constant quantiser, every `--qps` value), measures each setting's bits
 per pixel (every compressed byte the decoder is given: packets without their SEI messages, and extradata if the
-encoder writes it; no container) and its PSNR /
-SSIM against the clip exactly as `pyratok-eval reconstruction` scores a model (`training.heldout.clip_scores`, mean
-of per-clip values), and interpolates the PSNR the codec reaches at `--target-bpp` (linear in log bits per pixel
-between the two settings around it).
+encoder writes it; no container) and its PSNR / SSIM against the clip exactly as `pyratok-eval reconstruction`
+scores a model (`training.heldout.clip_scores`, mean of per-clip values), and interpolates the PSNR the codec
+reaches at `--target-bpp` (linear in log bits per pixel between the two settings around it).
 
 `--target-bpp` defaults to the bits per pixel of `--model` (the shipped checkpoint) on the split's clip size.
 
-    python benchmarks/codec_reference.py                                  # data/procedural/test, x264, ~1 min
+    python benchmarks/codec_reference.py                                  # data/procedural/test, x264, ~20 s
     python benchmarks/codec_reference.py --codec libx265 --pix-fmt yuv444p
 """
 
@@ -55,13 +54,14 @@ CODECS = {
                          lambda byte: (byte >> 1) & 0x3F),
 }
 START_CODE = b"\x00\x00\x01"
+DEFAULT_MODEL = os.path.join(REPO_ROOT, "model_cards", "pyratok-small-procedural")
 
 
 def strip_nal_units(data: bytes, drop_types: frozenset[int], nal_type: Callable[[int], int]) -> bytes:
     """An Annex-B byte stream without the NAL units whose type is in `drop_types`.
 
-    Used to drop SEI messages: x264 writes its version and full option string into one (≈ 600 bytes, more than a
-    whole 64×64 clip at the target rate), and no decoder needs it.
+    Used to drop SEI messages: x264 writes its version and full option string into one (≈ 630 bytes, three quarters
+    of a 17×64×64 clip's 850 bytes at the default target rate), and no decoder needs it.
     """
     starts, index = [], data.find(START_CODE)
     while index != -1:
@@ -75,7 +75,6 @@ def strip_nal_units(data: bytes, drop_types: frozenset[int], nal_type: Callable[
             continue
         kept += unit
     return bytes(kept)
-DEFAULT_MODEL = os.path.join(REPO_ROOT, "model_cards", "pyratok-small-procedural")
 
 
 def encode_decode(
