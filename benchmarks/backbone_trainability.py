@@ -10,6 +10,9 @@ Models (all trained in this process with AdamW, `--lr`, no weight decay, L1 loss
 * `wan_frozen_encoder`: the same, with the encoder frozen at its random initialisation: the decoder alone learns.
   At initialisation the encoder's latent does depend on the input colour, so a decoder that still collapses is
   enough to show the collapse is the decoder's.
+* `autoencoder_kl`: a control from another family: diffusers' image `AutoencoderKL` (Stable Diffusion's VAE design:
+  GroupNorm with mean subtraction, non-causal convs) with the preset's widths (`base_dim × dim_mult`), residual
+  blocks per stage and latent channels, and the same spatial factor, applied frame by frame.
 * `linear`: `Conv3d(3, z, (1, s, s), stride (1, s, s))` + `ConvTranspose3d` with the Wan model's spatial factor `s`
   and latent channels `z`: one linear map per `s×s` patch, the same latent shape for single frames.
 
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -55,8 +59,9 @@ from diffusers import AutoencoderKLWan  # noqa: E402
 from report_output import emit_report  # noqa: E402
 
 from modeling_pyratok.configuration_pyratok import PRESETS, PyraTokConfig  # noqa: E402
+from training.optimization import optimizer_param_groups, zero_bias_residual_init_  # noqa: E402
 
-MODELS = ("wan", "wan_frozen_encoder", "linear")
+MODELS = ("wan", "wan_frozen_encoder", "autoencoder_kl", "linear")
 
 
 class LinearPatchAutoencoder(nn.Module):
@@ -72,18 +77,26 @@ class LinearPatchAutoencoder(nn.Module):
         return self.decoder(self.encoder(video)).clamp(-1, 1)
 
 
-def zero_bias_residual_init_(vae: AutoencoderKLWan) -> None:
-    """Zeroes every bias and the last layer of every residual / attention branch (each block starts as identity)."""
-    from diffusers.models.autoencoders.autoencoder_kl_wan import WanAttentionBlock, WanResidualBlock
+class ImageAutoencoderKL(nn.Module):
+    """diffusers `AutoencoderKL` sized like a Wan backbone config; `(B, 3, T, H, W)` frame by frame, posterior mean."""
 
-    for module in vae.modules():
-        if isinstance(module, WanResidualBlock):
-            nn.init.zeros_(module.conv2.weight)
-        elif isinstance(module, WanAttentionBlock):
-            nn.init.zeros_(module.proj.weight)
-    for name, param in vae.named_parameters():
-        if name.endswith(".bias"):
-            nn.init.zeros_(param)
+    def __init__(self, backbone_config: dict):
+        super().__init__()
+        from diffusers import AutoencoderKL
+
+        widths = tuple(backbone_config["base_dim"] * m for m in backbone_config["dim_mult"])
+        self.vae = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * len(widths),
+            up_block_types=["UpDecoderBlock2D"] * len(widths), block_out_channels=widths,
+            layers_per_block=backbone_config["num_res_blocks"], latent_channels=backbone_config["z_dim"],
+            norm_num_groups=math.gcd(*widths, 32),
+        )
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        batch, channels, frames, height, width = video.shape
+        images = video.transpose(1, 2).reshape(batch * frames, channels, height, width)
+        out = self.vae.decode(self.vae.encode(images).latent_dist.mode()).sample
+        return out.reshape(batch, frames, channels, height, width).transpose(1, 2)
 
 
 class WanReconstructor(nn.Module):
@@ -102,18 +115,9 @@ class WanReconstructor(nn.Module):
         return self.vae.decode(self.vae.encode(video).latent_dist.mode()).sample
 
 
-def fan_in_param_groups(model: nn.Module, numerator: float, vector_lr: float) -> list[dict]:
-    """AdamW groups with a learning rate of `numerator / fan_in` for every weight matrix / kernel and `vector_lr`
-    for biases and norm gains (the width scaling of muP's Adam rule, Yang et al. 2022, applied per layer)."""
-    groups = []
-    for param in model.parameters():
-        if param.requires_grad:
-            fan_in = param[0].numel() if param.dim() > 1 else 0
-            groups.append({"params": [param], "lr": numerator / fan_in if fan_in else vector_lr})
-    return groups
-
-
 def build_model(name: str, backbone_config: dict, init: str) -> nn.Module:
+    if name == "autoencoder_kl":
+        return ImageAutoencoderKL(backbone_config)
     if name == "linear":
         derived = PyraTokConfig(backbone_config=backbone_config)  # z_dim and spatial factor as PyraTok derives them
         return LinearPatchAutoencoder(derived.z_dim, derived.scale_factor_spatial)
@@ -172,7 +176,7 @@ def train(model: nn.Module, batches, val: torch.Tensor, metrics, args, label: st
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if args.lr_scaling == "fan-in" and isinstance(model, WanReconstructor):
-        groups = fan_in_param_groups(model, args.fan_in_lr, args.vector_lr)
+        groups = optimizer_param_groups(model.named_parameters(), args.vector_lr, "fan_in", args.fan_in_lr)
     else:
         groups = [{"params": params, "lr": args.lr}]
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)

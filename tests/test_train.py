@@ -8,9 +8,10 @@ import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
-from modeling_pyratok import AutoencoderPyraTok, PyraTokModel
+from modeling_pyratok import AutoencoderPyraTok, PyraTokConfig, PyraTokModel
 from training.config import TrainConfig, parse_overrides
 from training.make_shards import make_shards
+from training.model_card import write_training_model_card
 from training.train import build_objective, list_checkpoints, train
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*.yaml"))
@@ -124,6 +125,30 @@ def test_backbone_vae_task_feeds_a_pyratok_run(shards, tmp_path):
     assert all(torch.equal(ours[k], v) for k, v in pretrained.state_dict().items())
 
 
+def test_backbone_vae_with_fan_in_rates_and_identity_init_resumes_exactly(shards, tmp_path):
+    # The CPU backbone recipe (tiny-cpu-backbone-fan-in.yaml): one optimizer group per rate must line up on resume.
+    run = dict(task="backbone_vae", use_ar_loss=False, lr_scaling="fan_in", fan_in_lr=0.1,
+               backbone_init="zero_bias_residual", max_train_steps=6, checkpointing_steps=3)
+    objective, vae = build_objective(tiny_run(shards, tmp_path / "init", **run))
+    assert all(not p.any() for n, p in vae.named_parameters() if n.endswith("bias"))
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(tiny_run(shards, straight, **run))
+    AcceleratorState._reset_state(True)
+    train(tiny_run(shards, interrupted, **{**run, "max_train_steps": 3}))
+    AcceleratorState._reset_state(True)
+    train(tiny_run(shards, interrupted, **run, resume_from_checkpoint="latest"))
+    full = {r["step"]: r["loss"] for r in read_log(straight)}
+    resumed = {r["step"]: r["loss"] for r in read_log(interrupted)}
+    assert sorted(resumed) == list(range(1, 7))
+    for step in range(4, 7):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+    assert full[6] < full[1]
+    assert read_log(straight)[0]["lr"] == pytest.approx(3e-3)  # the logged rate is learning_rate, not a weight's
+    card = tmp_path / "card.md"
+    write_training_model_card(card, PyraTokConfig.from_preset("tiny"), tiny_run(shards, straight, **run), {"steps": 6})
+    assert "AdamW lr 0.1 / fan-in per weight, 0.003 for biases and gains" in card.read_text()
+
+
 def test_trainable_parameters_are_lora_and_quantizer_only(shards, tmp_path):
     objective, model = build_objective(tiny_run(shards, tmp_path))
     trainable = {n for n, p in objective.named_parameters() if p.requires_grad}
@@ -155,6 +180,14 @@ def test_overrides_and_bad_fields():
         TrainConfig.from_yaml(recipe, ["--max_train_steps", "0"])
     with pytest.raises(ValueError, match="task"):
         TrainConfig.from_yaml(recipe, ["--task", "gan"])
+    with pytest.raises(ValueError, match="lr_scaling"):
+        TrainConfig.from_yaml(recipe, ["--lr_scaling", "sqrt"])
+    with pytest.raises(ValueError, match="fan_in_lr"):
+        TrainConfig.from_yaml(recipe, ["--fan_in_lr", "0"])
+    with pytest.raises(ValueError, match="backbone_init"):
+        TrainConfig.from_yaml(recipe, ["--backbone_init", "orthogonal"])
+    with pytest.raises(ValueError, match="only applies to task='backbone_vae'"):
+        TrainConfig.from_yaml(recipe, ["--task", "pyratok", "--backbone_init", "zero_bias_residual"])
     with pytest.raises(FileNotFoundError):
         TrainConfig.from_yaml("nope.yaml")
     with pytest.raises(ValueError, match="--key value"):

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from training.optimization import BACKBONE_INITS, LR_SCALINGS
+
 TASKS = ("pyratok", "backbone_vae")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -37,6 +39,10 @@ class TrainConfig:
         max_train_steps: Optimizer steps.
         learning_rate, adam_beta1, adam_beta2, adam_epsilon, weight_decay: AdamW.
         lr_scheduler, lr_warmup_steps: `transformers.get_scheduler` name and warm-up.
+        lr_scaling, fan_in_lr: `"none"`: every parameter at `learning_rate`; `"fan_in"`: each weight at
+            `fan_in_lr / fan_in`, biases and gains at `learning_rate` (muP's Adam rule; `training/optimization.py`).
+        backbone_init: `"backbone_vae"` only: `"default"` (diffusers / PyTorch) or `"zero_bias_residual"` (zero
+            biases, every residual / attention block starting as the identity).
         gradient_accumulation_steps, max_grad_norm, mixed_precision, gradient_checkpointing, seed: as in
             `accelerate` / diffusers training scripts.
         use_recon_loss, use_codebook_loss, use_latent_loss, use_ar_loss, use_drift_loss: loss switches (the weights
@@ -77,6 +83,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     lr_scheduler: str = "cosine"
     lr_warmup_steps: int = 0
+    lr_scaling: str = "none"
+    fan_in_lr: float = 0.03
+    backbone_init: str = "default"
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
@@ -138,6 +147,17 @@ class TrainConfig:
             raise ValueError(
                 f"learning_rate={self.learning_rate} must be > 0, max_grad_norm={self.max_grad_norm} and "
                 f"lr_warmup_steps={self.lr_warmup_steps} >= 0"
+            )
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"lr_scaling={self.lr_scaling!r}; expected one of {LR_SCALINGS}")
+        if self.fan_in_lr <= 0:
+            raise ValueError(f"fan_in_lr={self.fan_in_lr} must be > 0")
+        if self.backbone_init not in BACKBONE_INITS:
+            raise ValueError(f"backbone_init={self.backbone_init!r}; expected one of {BACKBONE_INITS}")
+        if self.backbone_init != "default" and self.task != "backbone_vae":
+            raise ValueError(
+                f"backbone_init={self.backbone_init!r} only applies to task='backbone_vae' (a pyratok run loads or "
+                "freezes its backbone), got task={self.task!r}"
             )
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             raise ValueError(f"checkpoints_total_limit={self.checkpoints_total_limit} must be >= 1 or null")

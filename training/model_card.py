@@ -109,7 +109,8 @@ def write_training_model_card(
         batch=data.get("batch_size"),
         accum=config.gradient_accumulation_steps,
         procs=summary.get("num_processes", 1),
-        lr=config.learning_rate,
+        lr=(f"{config.learning_rate:g}" if config.lr_scaling == "none" else
+            f"{config.fan_in_lr:g} / fan-in per weight, {config.learning_rate:g} for biases and gains"),
         sched=config.lr_scheduler,
         warmup=config.lr_warmup_steps,
         mp=config.mixed_precision,

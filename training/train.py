@@ -35,6 +35,7 @@ from training.data import VideoDataConfig, build_stream
 from training.heldout import evaluate_reconstruction
 from training.model_card import write_training_model_card
 from training.objective import BackboneVAEObjective, PyraTokObjective
+from training.optimization import optimizer_param_groups, zero_bias_residual_init_
 
 logger = get_logger("pyratok.train")
 
@@ -68,7 +69,10 @@ def build_pyratok_model(config: TrainConfig) -> PyraTokModel:
 def build_backbone_vae(config: TrainConfig) -> torch.nn.Module:
     from diffusers import AutoencoderKLWan
 
-    return AutoencoderKLWan(**build_model_config(config).backbone_config).train()
+    vae = AutoencoderKLWan(**build_model_config(config).backbone_config)
+    if config.backbone_init == "zero_bias_residual":
+        zero_bias_residual_init_(vae)
+    return vae.train()
 
 
 def build_objective(config: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -191,11 +195,15 @@ def train(config: TrainConfig) -> dict:
     )
     set_seed(config.seed)
     objective, model = build_objective(config)
-    params = [p for p in objective.parameters() if p.requires_grad]
+    groups = optimizer_param_groups(
+        objective.named_parameters(), config.learning_rate, config.lr_scaling, config.fan_in_lr
+    )
+    params = [p for group in groups for p in group["params"]]
+    first_group_rate = groups[0]["lr"] if groups else config.learning_rate
     if not params:
         raise ValueError("nothing to train: every parameter of the objective is frozen")
     optimizer = torch.optim.AdamW(
-        params,
+        groups,
         lr=config.learning_rate,
         betas=(config.adam_beta1, config.adam_beta2),
         eps=config.adam_epsilon,
@@ -272,7 +280,8 @@ def train(config: TrainConfig) -> dict:
             elapsed = time.time() - window_start
             record = {
                 "step": step,
-                "lr": lr_scheduler.get_last_lr()[0],
+                # learning_rate as scheduled (with lr_scaling=fan_in: the biases' rate; weights scale alike)
+                "lr": config.learning_rate * lr_scheduler.get_last_lr()[0] / first_group_rate,
                 **last_logs,
                 **{f"data/{k}": v for k, v in stream.stats.items()},
                 "samples_per_s": samples / max(elapsed, 1e-9),
