@@ -1,6 +1,7 @@
 """The trainer end to end on generated shards: loss goes down, exact resume, final folders, recipes, config errors."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,17 @@ def test_backbone_vae_with_fan_in_rates_and_identity_init_resumes_exactly(shards
     card = tmp_path / "card.md"
     write_training_model_card(card, PyraTokConfig.from_preset("tiny"), tiny_run(shards, straight, **run), {"steps": 6})
     assert "AdamW lr 0.1 / fan-in per weight, 0.003 for biases and gains" in card.read_text()
+
+
+def test_validation_logs_psnr_per_causal_chunk(shards, tmp_path):
+    validation = {"data_files": [str(shards / "val" / "*.tar")], "num_frames": [9], "resolutions": [[64, 64]],
+                  "batch_size": 2, "shuffle_buffer": 1}
+    out = tmp_path / "run"
+    train(tiny_run(shards, out, task="backbone_vae", use_ar_loss=False, max_train_steps=1, validation_steps=1,
+                   validation_data=validation, num_validation_batches=1))
+    (record,) = [r for r in read_log(out) if "val/psnr" in r]
+    assert record["val/clips"] == 2
+    assert all(math.isfinite(record[f"val/psnr_frames_{k}"]) for k in ("0", "1-4", "5-8"))
 
 
 def test_trainable_parameters_are_lora_and_quantizer_only(shards, tmp_path):

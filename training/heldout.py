@@ -64,14 +64,48 @@ def code_usage(ids: list[torch.Tensor], codebook_size: int) -> dict[str, float]:
     }
 
 
+def temporal_factor(model: torch.nn.Module) -> int | None:
+    """Frames per causal chunk after the first frame: a `PyraTokModel`'s `scale_factor_temporal`, or `2 ** n` for a
+    diffusers Wan VAE with `n` temporal downsamplings; None if the model says neither."""
+    config = getattr(model, "config", None)
+    if isinstance(getattr(config, "scale_factor_temporal", None), int):
+        return config.scale_factor_temporal
+    downsample = getattr(config, "temperal_downsample", None)  # diffusers' spelling
+    return 2 ** sum(bool(d) for d in downsample) if downsample is not None else None
+
+
+def psnr_by_chunk(squared_error: torch.Tensor, counts: torch.Tensor, chunk: int) -> dict[str, float]:
+    """PSNR (dB, data range 2) of frame 0 and of each causal chunk of `chunk` frames after it, from pooled errors.
+
+    Args:
+        squared_error: `(T,)` sum over clips of each frame's mean squared error.
+        counts: `(T,)` clips that had frame t.
+        chunk: frames per chunk after the first.
+
+    Returns:
+        `{"psnr_frames_0": ..., "psnr_frames_1-4": ..., "psnr_frames_5-8": ...}` (for `chunk=4`), `inf` for no error.
+    """
+    out = {}
+    starts = [0, *range(1, squared_error.numel(), chunk)]
+    for start in starts:
+        stop = 1 if start == 0 else min(start + chunk, squared_error.numel())
+        mse = squared_error[start:stop].sum() / counts[start:stop].sum()
+        name = "psnr_frames_0" if start == 0 else f"psnr_frames_{start}-{stop - 1}"
+        out[name] = float("inf") if mse == 0 else (10 * torch.log10(4.0 / mse)).item()
+    return out
+
+
 @torch.no_grad()
 def evaluate_reconstruction(model: torch.nn.Module, stream, num_batches: int, device: torch.device) -> dict:
     """Mean PSNR (dB) / SSIM over clips of `num_batches` batches of `stream` (frames in [-1, 1], data range 2).
 
-    For a `PyraTokModel` also: per-level code usage and bits per pixel; captions are passed as prompts.
-    Any other module is treated as a diffusers KL VAE (posterior mode, no sampling).
+    Also the PSNR of frame 0 and of each causal chunk after it (`psnr_frames_1-4`, ...; MSE pooled over clips): a
+    backbone trained on short clips can lose quality in chunks it never saw. For a `PyraTokModel` also: per-level
+    code usage and bits per pixel; captions are passed as prompts. Any other module is treated as a diffusers KL
+    VAE (posterior mode, no sampling).
     """
     psnrs, ssims, level_ids, bpp = [], [], None, None
+    frame_error, frame_count = torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     for _ in range(num_batches):
         batch = next(stream)
         x = batch["pixel_values"].to(device)
@@ -85,6 +119,13 @@ def evaluate_reconstruction(model: torch.nn.Module, stream, num_batches: int, de
         else:
             recon = model(x, sample_posterior=False).sample
         scores = clip_scores(recon, x)
+        per_frame = ((recon.float() - x.float()).square().mean(dim=(1, 3, 4)).sum(0)).double().cpu()
+        if per_frame.numel() > frame_error.numel():  # a longer clip than any before: grow the tallies
+            grow = per_frame.numel() - frame_error.numel()
+            frame_error = torch.cat([frame_error, torch.zeros(grow, dtype=torch.float64)])
+            frame_count = torch.cat([frame_count, torch.zeros(grow, dtype=torch.float64)])
+        frame_error[: per_frame.numel()] += per_frame
+        frame_count[: per_frame.numel()] += x.shape[0]
         psnrs += scores["psnr"]
         ssims += scores["ssim"]
     metrics: dict = {
@@ -92,6 +133,9 @@ def evaluate_reconstruction(model: torch.nn.Module, stream, num_batches: int, de
         "psnr": sum(psnrs) / len(psnrs),
         "ssim": sum(ssims) / len(ssims),
     }
+    chunk = temporal_factor(model)
+    if chunk and frame_error.numel():
+        metrics.update(psnr_by_chunk(frame_error, frame_count, chunk))
     if level_ids is not None:
         size = 2**model.config.codebook_dim
         for level, ids in enumerate(level_ids, start=1):
@@ -101,4 +145,5 @@ def evaluate_reconstruction(model: torch.nn.Module, stream, num_batches: int, de
     return metrics
 
 
-__all__ = ["clip_scores", "code_usage", "evaluate_reconstruction", "frames_as_images"]
+__all__ = ["clip_scores", "code_usage", "evaluate_reconstruction", "frames_as_images", "psnr_by_chunk",
+           "temporal_factor"]
