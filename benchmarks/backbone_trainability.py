@@ -174,11 +174,11 @@ def train(model: nn.Module, batches, val: torch.Tensor, metrics, args, label: st
 
     Each intermediate score is also printed to stderr (tagged `label`), so a run that is cut short keeps them.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
     if args.lr_scaling == "fan-in" and isinstance(model, WanReconstructor):
         groups = optimizer_param_groups(model.named_parameters(), args.vector_lr, "fan_in", args.fan_in_lr)
     else:
-        groups = [{"params": params, "lr": args.lr}]
+        groups = optimizer_param_groups(model.named_parameters(), args.lr)
+    params = [p for group in groups for p in group["params"]]
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     curve, start = [], time.perf_counter()
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -36,6 +35,7 @@ from report_output import emit_report  # noqa: E402
 
 from evaluation.clips import ClipReader  # noqa: E402
 from training.heldout import clip_scores  # noqa: E402
+from training.video_io import tensor_to_video, video_to_tensor  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -109,11 +109,6 @@ def encode_decode(
     return np.stack([f.to_ndarray(format="rgb24") for f in decoded]), size
 
 
-def to_video(frames: np.ndarray) -> torch.Tensor:
-    """uint8 `(T, H, W, 3)` → float `(1, 3, T, H, W)` in [-1, 1]."""
-    return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-
-
 def psnr_at(target_bpp: float, curve: list[dict]) -> float | None:
     """PSNR at `target_bpp`, linear in log(bpp) between the curve's two nearest points; None outside the curve."""
     points = sorted((row["bits_per_pixel"], row["psnr"]) for row in curve)
@@ -160,8 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     try:
         reader = ClipReader(args.data, max_clips=args.max_clips, num_frames=args.num_frames)
-        clips = [(clip.key, ((clip.video.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
-                 for clip in reader]
+        clips = [(clip.key, tensor_to_video(clip.video)) for clip in reader]
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"--data {args.data}: {error}")
     if not clips:
@@ -179,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         psnrs, ssims, bits, pixels = [], [], 0, 0
         for _key, frames in clips:
             decoded, size = encode_decode(frames, args.codec, qp, args.preset, args.pix_fmt, args.fps)
-            scores = clip_scores(to_video(decoded), to_video(frames))
+            scores = clip_scores(video_to_tensor(decoded)[None], video_to_tensor(frames)[None])
             psnrs.append(scores["psnr"][0])
             ssims.append(scores["ssim"][0])
             bits += 8 * size

@@ -198,10 +198,10 @@ def train(config: TrainConfig) -> dict:
     groups = optimizer_param_groups(
         objective.named_parameters(), config.learning_rate, config.lr_scaling, config.fan_in_lr
     )
-    params = [p for group in groups for p in group["params"]]
-    first_group_rate = groups[0]["lr"] if groups else config.learning_rate
-    if not params:
+    if not groups:
         raise ValueError("nothing to train: every parameter of the objective is frozen")
+    params = [p for group in groups for p in group["params"]]
+    first_group_rate = groups[0]["lr"]  # the log reports learning_rate scaled as the scheduler scales this group
     optimizer = torch.optim.AdamW(
         groups,
         lr=config.learning_rate,
