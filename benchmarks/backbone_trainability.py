@@ -59,6 +59,7 @@ from diffusers import AutoencoderKLWan  # noqa: E402
 from report_output import emit_report  # noqa: E402
 
 from modeling_pyratok.configuration_pyratok import PRESETS, PyraTokConfig  # noqa: E402
+from training.heldout import chroma  # noqa: E402
 from training.optimization import optimizer_param_groups, zero_bias_residual_init_  # noqa: E402
 
 MODELS = ("wan", "wan_frozen_encoder", "autoencoder_kl", "linear")
@@ -150,10 +151,6 @@ def solid_colours(count: int, size: int, generator: torch.Generator) -> torch.Te
     """`(count, 3, 1, size, size)` frames, each one uniform colour in `[-0.8, 0.8]^3`."""
     colours = torch.rand(count, 3, 1, 1, 1, generator=generator) * 1.6 - 0.8
     return colours.expand(count, 3, 1, size, size).clone()
-
-
-def chroma(frames: torch.Tensor) -> float:
-    return (frames - frames.mean(dim=1, keepdim=True)).abs().mean().item()
 
 
 def solid_metrics(output: torch.Tensor, target: torch.Tensor) -> dict:

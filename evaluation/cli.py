@@ -3,7 +3,7 @@
     pyratok-eval <task> [--model PATH] --data SPLIT_DIR [--out report.json] [task flags]
 
 Tasks: `reconstruction`, `localization`, `retrieval` (this package) and `segmentation`, `visualize`, `ablation`,
-`probe` (`evaluation/<task>.py`, imported only when asked for). A task module provides
+`probe`, `backbone` (`evaluation/<task>.py`, imported only when asked for). A task module provides
 `add_arguments(parser: argparse.ArgumentParser) -> None` and `run(...) -> dict`; `run` receives the parsed arguments
 as its first positional argument and, if it has a parameter named `model`, the loaded `PyraTokModel` as `model=`.
 
@@ -32,7 +32,7 @@ PROG = "pyratok-eval"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "model_cards" / "pyratok-small-procedural"
 BUILTIN_TASKS = ("reconstruction", "localization", "retrieval")
-EXTERNAL_TASKS = ("segmentation", "visualize", "ablation", "probe")
+EXTERNAL_TASKS = ("segmentation", "visualize", "ablation", "probe", "backbone")
 TASKS = BUILTIN_TASKS + EXTERNAL_TASKS
 
 
@@ -229,6 +229,8 @@ def _top_help() -> str:
         "  segmentation     zero-shot text-guided video segmentation (evaluation/segmentation.py)",
         "  visualize        qualitative figures (evaluation/visualize.py)",
         "  ablation         ablation tables (evaluation/ablation.py)",
+        "  probe            luminance / chroma linear probes of the encoder's layers (evaluation/probe.py)",
+        "  backbone         the continuous KL VAE alone: PSNR per causal chunk, chroma (evaluation/backbone.py)",
         "",
         f"`{PROG} <task> --help` lists a task's flags.",
     ]

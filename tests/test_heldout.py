@@ -9,7 +9,7 @@ from diffusers import AutoencoderKLWan
 from torch import nn
 
 from modeling_pyratok.configuration_pyratok import PRESETS
-from training.heldout import evaluate_reconstruction, psnr_by_chunk, temporal_factor
+from training.heldout import chroma, evaluate_reconstruction, psnr_by_chunk, temporal_factor
 
 
 def test_psnr_by_chunk_pools_each_chunk():
@@ -39,6 +39,19 @@ def test_validation_reports_the_chunks_apart():
     assert metrics["clips"] == 4
     assert metrics["psnr_frames_0"] == metrics["psnr_frames_1-4"] == float("inf")
     assert metrics["psnr_frames_5-8"] == pytest.approx(10 * math.log10(4 / 0.04), abs=1e-3)
+    # An offset shared by R, G and B changes no colour: the output's chroma is the data's.
+    assert metrics["chroma"] == pytest.approx(metrics["data_chroma"], rel=1e-5) and metrics["data_chroma"] > 0.1
+    rest = iter([{"pixel_values": torch.zeros(1, 3, 5, 16, 16)}] * 3)
+    assert evaluate_reconstruction(LaterChunksOff(), rest, num_batches=None, device=torch.device("cpu"))["clips"] == 3
+    with pytest.raises(ValueError, match="no batches"):
+        evaluate_reconstruction(LaterChunksOff(), iter([]), num_batches=None, device=torch.device("cpu"))
+
+
+def test_chroma_is_zero_for_grey_and_the_mean_colour_distance_otherwise():
+    grey = torch.rand(2, 1, 3, 8, 8).expand(2, 3, 3, 8, 8)
+    assert chroma(grey) == pytest.approx(0.0, abs=1e-7)
+    red = torch.tensor([0.6, 0.0, -0.3]).view(1, 3, 1, 1, 1).expand(1, 3, 2, 4, 4)  # channel mean 0.1
+    assert chroma(red) == pytest.approx((0.5 + 0.1 + 0.4) / 3)
 
 
 def test_temporal_factor_reads_the_model():

@@ -150,6 +150,25 @@ def test_backbone_vae_with_fan_in_rates_and_identity_init_resumes_exactly(shards
     assert "AdamW lr 0.1 / fan-in per weight, 0.003 for biases and gains" in card.read_text()
 
 
+def test_backbone_vae_continues_from_an_earlier_phase_and_rejects_another_architecture(shards, tmp_path):
+    # The progressive CPU recipe: phase 2 (tiny-cpu-backbone-64px.yaml) starts from phase 1's final folder.
+    from diffusers import AutoencoderKLWan
+
+    phase1 = tmp_path / "phase1"
+    small_frames = {**tiny_run(shards, phase1).data, "resolutions": [[32, 32]]}
+    train(tiny_run(shards, phase1, task="backbone_vae", use_ar_loss=False, max_train_steps=2, data=small_frames,
+                   backbone_init="zero_bias_residual"))
+    AcceleratorState._reset_state(True)
+    phase2 = dict(task="backbone_vae", use_ar_loss=False, init_from=str(phase1 / "final"))
+    _, vae = build_objective(tiny_run(shards, tmp_path / "phase2", **phase2))
+    ours = vae.state_dict()
+    saved = AutoencoderKLWan.from_pretrained(phase1 / "final").state_dict()
+    assert saved.keys() == ours.keys() and all(torch.equal(ours[k], v) for k, v in saved.items())
+    assert any(p.any() for n, p in vae.named_parameters() if n.endswith("bias"))  # trained, not re-initialised
+    with pytest.raises(ValueError, match=r"not the backbone of model_preset='small'.*differ in \['base_dim'"):
+        build_objective(tiny_run(shards, tmp_path / "other", **phase2, model_preset="small"))
+
+
 def test_validation_logs_psnr_per_causal_chunk(shards, tmp_path):
     validation = {"data_files": [str(shards / "val" / "*.tar")], "num_frames": [9], "resolutions": [[64, 64]],
                   "batch_size": 2, "shuffle_buffer": 1}
@@ -194,6 +213,8 @@ def test_overrides_and_bad_fields():
         ("--fan_in_lr", "0"): "fan_in_lr",
         ("--backbone_init", "orthogonal"): "backbone_init",
         ("--task", "pyratok", "--backbone_init", "zero_bias_residual"): "only applies to task='backbone_vae'",
+        ("--task", "backbone_vae", "--backbone_init", "zero_bias_residual", "--init_from", "out/a/final"):
+            "exclude each other",
     }
     for override, message in bad_overrides.items():
         with pytest.raises(ValueError, match=message):

@@ -30,7 +30,10 @@ class TrainConfig:
             plain Wan KL video VAE on the same data, which a `"pyratok"` run then freezes: how the CPU default
             checkpoint gets a backbone when no pretrained Wan weights are reachable).
         model_preset, model_overrides: `PyraTokConfig.from_preset(model_preset, **model_overrides)`.
-        init_from: A PyraTok checkpoint (folder or Hub id) to start from instead of a fresh model.
+        init_from: Weights to start from instead of a fresh model: for `"pyratok"` a PyraTok checkpoint (folder or
+            Hub id); for `"backbone_vae"` a diffusers `AutoencoderKLWan` (folder or Hub id, `backbone_subfolder`
+            inside it), e.g. an earlier phase's `final` folder or Wan's own VAE to fine-tune; its architecture
+            must match the preset's backbone.
         backbone_name_or_path, backbone_subfolder: Pretrained `AutoencoderKLWan` weights for the frozen backbone, or
             a local PyraTok checkpoint folder whose frozen backbone to reuse (default: the model config's). `"none"`
             keeps the random backbone (tests only).
@@ -158,6 +161,11 @@ class TrainConfig:
             raise ValueError(
                 f"backbone_init={self.backbone_init!r} only applies to task='backbone_vae' (a pyratok run loads or "
                 "freezes its backbone), got task={self.task!r}"
+            )
+        if self.backbone_init != "default" and self.init_from:
+            raise ValueError(
+                f"backbone_init={self.backbone_init!r} and init_from={self.init_from!r} exclude each other: the "
+                "initialisation would be overwritten by the loaded weights"
             )
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             raise ValueError(f"checkpoints_total_limit={self.checkpoints_total_limit} must be >= 1 or null")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
+from collections.abc import Iterable
 
 import torch
 
@@ -47,6 +49,11 @@ def clip_scores(
         dist = lpips_module(x.to(module_device), y.to(module_device)).flatten()  # (B*T,)
         out["lpips"] = dist.view(batch, frames).mean(1).tolist()
     return out
+
+
+def chroma(video: torch.Tensor) -> float:
+    """Mean |pixel - its mean over RGB| of `(B, 3, ...)` frames in [-1, 1]: the colour a grey image lacks (0)."""
+    return (video.float() - video.float().mean(dim=1, keepdim=True)).abs().mean().item()
 
 
 def code_usage(ids: list[torch.Tensor], codebook_size: int) -> dict[str, float]:
@@ -96,18 +103,21 @@ def psnr_by_chunk(squared_error: torch.Tensor, counts: torch.Tensor, chunk: int)
 
 
 @torch.no_grad()
-def evaluate_reconstruction(model: torch.nn.Module, stream, num_batches: int, device: torch.device) -> dict:
-    """Mean PSNR (dB) / SSIM over clips of `num_batches` batches of `stream` (frames in [-1, 1], data range 2).
+def evaluate_reconstruction(
+    model: torch.nn.Module, stream: Iterable[dict], num_batches: int | None, device: torch.device
+) -> dict:
+    """Mean PSNR (dB) / SSIM over clips of `num_batches` batches of `stream` (every batch if None); a batch holds
+    `pixel_values` `(B, 3, T, H, W)` in [-1, 1] (data range 2) and `captions`.
 
     Also the PSNR of frame 0 and of each causal chunk after it (`psnr_frames_1-4`, ...; MSE pooled over clips): a
-    backbone trained on short clips can lose quality in chunks it never saw. For a `PyraTokModel` also: per-level
-    code usage and bits per pixel; captions are passed as prompts. Any other module is treated as a diffusers KL
-    VAE (posterior mode, no sampling).
+    backbone trained on short clips can lose quality in chunks it never saw; and `chroma` of the reconstructions
+    next to the clips' `data_chroma` (a backbone that drops colour outputs grey, chroma near 0). For a
+    `PyraTokModel` also: per-level code usage and bits per pixel; captions are passed as prompts. Any other module
+    is treated as a diffusers KL VAE (posterior mode, no sampling).
     """
-    psnrs, ssims, level_ids, bpp = [], [], None, None
+    psnrs, ssims, chromas, level_ids, bpp = [], [], [], None, None
     frame_error, frame_count = torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
-    for _ in range(num_batches):
-        batch = next(stream)
+    for batch in itertools.islice(stream, num_batches):
         x = batch["pixel_values"].to(device)
         if isinstance(model, PyraTokModel):
             out = model(x, text=batch["captions"], return_loss=False)
@@ -128,10 +138,15 @@ def evaluate_reconstruction(model: torch.nn.Module, stream, num_batches: int, de
         frame_count[: per_frame.numel()] += x.shape[0]
         psnrs += scores["psnr"]
         ssims += scores["ssim"]
+        chromas.append((chroma(recon.clamp(-1, 1)), chroma(x), x.shape[0]))
+    if not psnrs:
+        raise ValueError("evaluate_reconstruction: the stream gave no batches")
     metrics: dict = {
         "clips": len(psnrs),
         "psnr": sum(psnrs) / len(psnrs),
         "ssim": sum(ssims) / len(ssims),
+        "chroma": sum(c * n for c, _, n in chromas) / len(psnrs),
+        "data_chroma": sum(c * n for _, c, n in chromas) / len(psnrs),
     }
     chunk = temporal_factor(model)
     if chunk and frame_error.numel():
@@ -145,5 +160,5 @@ def evaluate_reconstruction(model: torch.nn.Module, stream, num_batches: int, de
     return metrics
 
 
-__all__ = ["clip_scores", "code_usage", "evaluate_reconstruction", "frames_as_images", "psnr_by_chunk",
+__all__ = ["chroma", "clip_scores", "code_usage", "evaluate_reconstruction", "frames_as_images", "psnr_by_chunk",
            "temporal_factor"]

@@ -69,8 +69,23 @@ def build_pyratok_model(config: TrainConfig) -> PyraTokModel:
 def build_backbone_vae(config: TrainConfig) -> torch.nn.Module:
     from diffusers import AutoencoderKLWan
 
-    vae = AutoencoderKLWan(**build_model_config(config).backbone_config)
-    if config.backbone_init == "zero_bias_residual":
+    model_config = build_model_config(config)
+    vae = AutoencoderKLWan(**model_config.backbone_config)
+    if config.init_from:
+        subfolder = config.backbone_subfolder
+        if subfolder is None:
+            local_root = os.path.isfile(os.path.join(config.init_from, "config.json"))
+            subfolder = "" if local_root else model_config.backbone_subfolder
+        pretrained = AutoencoderKLWan.from_pretrained(config.init_from, subfolder=subfolder or None)
+        expected = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+        differing = sorted(k for k, v in expected.items() if k in pretrained.config and pretrained.config[k] != v)
+        if differing:
+            raise ValueError(
+                f"init_from={config.init_from!r} is not the backbone of model_preset={config.model_preset!r} "
+                f"(+ model_overrides): they differ in {differing}"
+            )
+        vae.load_state_dict(pretrained.state_dict())
+    elif config.backbone_init == "zero_bias_residual":
         zero_bias_residual_init_(vae)
     return vae.train()
 
