@@ -10,7 +10,7 @@ and peak extra memory during the call (MiB; CUDA allocator peak on GPU, sampled 
 
 and the ratios to `backbone`. The paper reports 492 / 449 ms ≈ 1.10x for LaPQ; our target is ≤ 1.05x.
 
-    python benchmarks/encode_overhead.py --presets tiny wan2.1 --frames 9 --size 128 --repeats 5
+    python benchmarks/encode_overhead.py --presets tiny wan2.1 --frames 9 --size 128 --repeats 5 [--out FILE]
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import os
 import statistics
 import threading
@@ -26,6 +25,7 @@ import time
 
 import torch
 from diffusers import AutoencoderKLWan
+from report_output import emit_report
 
 from modeling_pyratok import PyraTokConfig, PyraTokModel
 
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.repeats < 5:
         parser.error("--repeats must be >= 5 (medians of fewer runs are too noisy here)")
@@ -157,7 +158,7 @@ def main() -> None:
     }
     for preset in args.presets:
         report["presets"][preset] = bench_preset(preset, args, device, dtype)
-    print(json.dumps(report, indent=2))
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":
