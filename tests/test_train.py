@@ -169,6 +169,17 @@ def test_backbone_vae_continues_from_an_earlier_phase_and_rejects_another_archit
         build_objective(tiny_run(shards, tmp_path / "other", **phase2, model_preset="small"))
 
 
+@pytest.mark.parametrize("sample_posterior", [True, False])
+def test_backbone_vae_decodes_a_posterior_sample_or_its_mean(shards, tmp_path, sample_posterior):
+    config = tiny_run(shards, tmp_path, task="backbone_vae", use_ar_loss=False, vae_sample_posterior=sample_posterior)
+    objective, _ = build_objective(config)
+    video = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    losses = [objective(video, generator=torch.Generator().manual_seed(seed)).loss for seed in (0, 1)]
+    assert (losses[0] != losses[1]) == sample_posterior  # the mean needs no noise: same loss whatever the seed
+    losses[0].backward()
+    assert all(p.grad is not None for p in objective.parameters())
+
+
 def test_validation_logs_psnr_per_causal_chunk(shards, tmp_path):
     validation = {"data_files": [str(shards / "val" / "*.tar")], "num_frames": [9], "resolutions": [[64, 64]],
                   "batch_size": 2, "shuffle_buffer": 1}

@@ -61,6 +61,8 @@ class TrainConfig:
             dict); drift_feature_index: which encoder tap is compared (Python index into the taps);
             drift_temperature: softmax temperature.
         vae_kl_weight: KL weight of the `"backbone_vae"` task.
+        vae_sample_posterior: `"backbone_vae"`: decode a posterior sample (`mean + std * noise`, a KL VAE's usual
+            training) or, if False, the posterior mean (the KL term still trains the variance).
         find_unused_parameters: DDP flag (text-free batches leave text weights unused).
         logging_steps, checkpointing_steps, checkpoints_total_limit, resume_from_checkpoint: logging and state.
         validation_steps, num_validation_batches: held-out PSNR/SSIM every N steps.
@@ -115,6 +117,7 @@ class TrainConfig:
     drift_feature_index: int = -2
     drift_temperature: float = 1.0
     vae_kl_weight: float = 1e-6
+    vae_sample_posterior: bool = True
     find_unused_parameters: bool = True
     logging_steps: int = 10
     checkpointing_steps: int = 500

@@ -171,13 +171,15 @@ class BackboneVAEObjective(nn.Module):
 
     Args:
         vae: A diffusers `AutoencoderKLWan` (all weights trainable).
-        config: The run's `TrainConfig` (`recon_*` inner weights, `vae_kl_weight`, checkpointing).
+        config: The run's `TrainConfig` (`recon_*` inner weights, `vae_kl_weight`, `vae_sample_posterior`,
+            checkpointing).
     """
 
     def __init__(self, vae: nn.Module, config: TrainConfig):
         super().__init__()
         self.vae = vae
         self.kl_weight = config.vae_kl_weight
+        self.sample_posterior = config.vae_sample_posterior
         self.gradient_checkpointing = config.gradient_checkpointing
         self.reconstruction_loss = build_reconstruction_loss(config)
 
@@ -192,8 +194,11 @@ class BackboneVAEObjective(nn.Module):
         )
         mean, logvar = moments.float().chunk(2, dim=1)
         logvar = logvar.clamp(-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution clamp
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        z = mean + (0.5 * logvar).exp() * noise
+        if self.sample_posterior:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            z = mean + (0.5 * logvar).exp() * noise
+        else:
+            z = mean
         reconstruction = _checkpointed(lambda v: self.vae.decode(v).sample, self.gradient_checkpointing, z)
         recon = self.reconstruction_loss(reconstruction.float(), pixel_values.float())
         # KL(q(z|x) || N(0, I)) per latent element (a mean, so kl_weight does not depend on the clip size).
