@@ -78,9 +78,7 @@ def build(preset: str, device: torch.device, dtype: torch.dtype, seed: int) -> t
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 1e-3)
-    backbone = AutoencoderKLWan(**model.config.backbone_config).to(device=device, dtype=dtype).eval()
-    backbone.load_state_dict(model.core.backbone.wan_state_dict())
-    return model, backbone
+    return model, model.core.backbone.frozen_wan_vae().eval()
 
 
 def measure(fn, device: torch.device) -> tuple[float, int]:

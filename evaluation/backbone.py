@@ -37,10 +37,7 @@ def load_backbone(path: str | os.PathLike) -> torch.nn.Module:
         raise FileNotFoundError(f"not a model folder (no config.json): {folder}")
     config = json.loads(config_file.read_text())
     if config.get("model_type") == PyraTokConfig.model_type:
-        tokenizer = PyraTokModel.from_pretrained(str(folder))
-        vae = AutoencoderKLWan(**tokenizer.config.backbone_config)
-        vae.load_state_dict(tokenizer.core.backbone.wan_state_dict())
-        return vae
+        return PyraTokModel.from_pretrained(str(folder)).core.backbone.frozen_wan_vae()
     if config.get("_class_name") != AutoencoderKLWan.__name__:
         found = config.get("_class_name") or config.get("model_type") or "unknown"
         raise ValueError(f"{folder} holds a {found}, not an AutoencoderKLWan or a PyraTok checkpoint")

@@ -177,6 +177,14 @@ class PyraTokBackbone(nn.Module):
         # LoRA wraps encoder convs: their frozen weights live under `.base_layer`.
         return {k.replace(".base_layer", ""): v for k, v in self.vae.state_dict().items() if "lora_" not in k}
 
+    def frozen_wan_vae(self) -> AutoencoderKLWan:
+        """A standalone diffusers `AutoencoderKLWan` holding the frozen backbone's weights (LoRA adapters left out),
+        on the backbone's device and dtype: the pretrained VAE this backbone was loaded from."""
+        reference = next(self.vae.parameters())
+        vae = AutoencoderKLWan.from_config(self.vae.config)
+        vae.load_state_dict(self.wan_state_dict())
+        return vae.to(device=reference.device, dtype=reference.dtype)
+
     def load_wan_state_dict(self, state: dict[str, torch.Tensor], source: str) -> None:
         """Load plain `AutoencoderKLWan` weights into the frozen backbone; any key mismatch raises `ValueError`."""
         own = {k.replace(".base_layer", ""): k for k in self.vae.state_dict() if "lora_" not in k}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -459,10 +460,18 @@ class PyraTokConfig(PretrainedConfig):
         return {name: copy.deepcopy(getattr(self, name)) for name in config_field_names()}
 
 
+def backbone_config_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
+    """Sorted names of the `AutoencoderKLWan` config fields (private `_*` keys aside) that both configs hold with
+    different values: why a checkpoint's backbone does not fit a model built from `expected`."""
+    return sorted(k for k, v in expected.items() if not k.startswith("_") and k in found and found[k] != v)
+
+
 def config_field_names() -> list[str]:
     """Names of PyraTok's own config fields, in declaration order (the shared vocabulary)."""
     own = PyraTokConfig.__annotations__
     return [name for name in own if not name.startswith("_") and name != "model_type"]
 
 
-__all__ = ["PyraTokConfig", "PRESETS", "config_field_names", "resolve_backbone_config"]
+__all__ = [
+    "PyraTokConfig", "PRESETS", "backbone_config_differences", "config_field_names", "resolve_backbone_config",
+]

@@ -25,7 +25,7 @@ from .checkpoint_pyratok import (
     read_foreign_checkpoint,
     resolve_checkpoint,
 )
-from .configuration_pyratok import PyraTokConfig
+from .configuration_pyratok import PyraTokConfig, backbone_config_differences
 from .quantizer_pyratok import (
     PyraTokLaPQ,
     PyraTokQuantizerOutput,
@@ -612,8 +612,7 @@ class PyraTokModel(PyraTokPreTrainedModel):
         else:
             pretrained = AutoencoderKLWan.from_pretrained(name_or_path, subfolder=subfolder or None, **kwargs)
             pretrained_config, state = pretrained.config, pretrained.state_dict()
-        expected = {k: v for k, v in self.config.backbone_config.items() if not k.startswith("_")}
-        differing = sorted(k for k, v in expected.items() if k in pretrained_config and pretrained_config[k] != v)
+        differing = backbone_config_differences(self.config.backbone_config, pretrained_config)
         if differing:
             raise ValueError(f"backbone {name_or_path!r} differs from config.backbone_config in {differing}")
         self.core.backbone.load_wan_state_dict(state, str(name_or_path))

@@ -90,6 +90,18 @@ def test_nonzero_lora_changes_features_and_can_be_bypassed(backbones):
     assert torch.equal(bypassed, frozen)
 
 
+def test_frozen_wan_vae_is_the_pretrained_vae_without_adapters_on_the_same_dtype(backbones):
+    with_lora, plain = backbones
+    with torch.no_grad():
+        for n, p in with_lora.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)  # adapters that change the encoder: the standalone VAE must not carry them
+        clip = make_video(frames=5)
+        standalone = with_lora.frozen_wan_vae()
+        assert torch.equal(standalone.encode(clip).latent_dist.parameters, plain.encode_features(clip).moments)
+        assert with_lora.double().frozen_wan_vae().dtype == torch.float64
+
+
 def test_lora_gradients_flow_through_the_causal_cache(backbones):
     with_lora, _ = backbones
     with torch.no_grad():

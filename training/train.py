@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from modeling_pyratok import AutoencoderPyraTok, PyraTokConfig, PyraTokModel
+from modeling_pyratok.configuration_pyratok import backbone_config_differences
 from training.config import TrainConfig
 from training.data import VideoDataConfig, build_stream
 from training.heldout import evaluate_reconstruction
@@ -59,11 +60,19 @@ def build_pyratok_model(config: TrainConfig) -> PyraTokModel:
         model_config.backbone_name_or_path = source
     model = PyraTokModel(model_config)
     if source and source != "none":
-        subfolder = config.backbone_subfolder
-        if subfolder is None and os.path.isfile(os.path.join(source, "config.json")):
-            subfolder = ""  # a plain diffusers VAE folder, e.g. the output of task=backbone_vae
-        model.load_pretrained_backbone(source, subfolder=subfolder)
+        model.load_pretrained_backbone(source, subfolder=backbone_subfolder(config, model_config, source))
     return model.train()
+
+
+def backbone_subfolder(config: TrainConfig, model_config: PyraTokConfig, source: str) -> str | None:
+    """Where the `AutoencoderKLWan` sits inside `source`: `backbone_subfolder` if set, the root of a local folder
+    holding a `config.json` (a plain diffusers VAE folder, e.g. the output of task=backbone_vae), else the model
+    config's (`"vae"` for the Wan diffusers repos)."""
+    if config.backbone_subfolder is not None:
+        return config.backbone_subfolder
+    if os.path.isfile(os.path.join(source, "config.json")):
+        return ""
+    return model_config.backbone_subfolder
 
 
 def build_backbone_vae(config: TrainConfig) -> torch.nn.Module:
@@ -72,13 +81,9 @@ def build_backbone_vae(config: TrainConfig) -> torch.nn.Module:
     model_config = build_model_config(config)
     vae = AutoencoderKLWan(**model_config.backbone_config)
     if config.init_from:
-        subfolder = config.backbone_subfolder
-        if subfolder is None:
-            local_root = os.path.isfile(os.path.join(config.init_from, "config.json"))
-            subfolder = "" if local_root else model_config.backbone_subfolder
+        subfolder = backbone_subfolder(config, model_config, config.init_from)
         pretrained = AutoencoderKLWan.from_pretrained(config.init_from, subfolder=subfolder or None)
-        expected = {k: v for k, v in vae.config.items() if not k.startswith("_")}
-        differing = sorted(k for k, v in expected.items() if k in pretrained.config and pretrained.config[k] != v)
+        differing = backbone_config_differences(vae.config, pretrained.config)
         if differing:
             raise ValueError(
                 f"init_from={config.init_from!r} is not the backbone of model_preset={config.model_preset!r} "
