@@ -213,6 +213,24 @@ def test_reconstruction_loss_weights_and_disabled_terms():
         ReconstructionLoss(l1_weight=0.0, ssim_weight=0.0, lpips_weight=0.0)
 
 
+def test_chroma_term_scores_only_colour_errors():
+    loss = ReconstructionLoss(l1_weight=0.0, ssim_weight=0.0, lpips_weight=0.0, chroma_weight=3.0)
+    target = video()
+    assert set(loss(target, target)) == {"chroma", "total"}
+    assert loss(target, target)["chroma"].item() == 0
+    # The same shift on R, G and B (brighter or darker, colour kept) costs nothing; greying the video costs its chroma.
+    assert loss(target + 0.3, target)["chroma"].item() < 1e-6
+    grey = target.mean(1, keepdim=True).expand_as(target).clone().requires_grad_(True)
+    terms = loss(grey, target)
+    expected = (target - target.mean(1, keepdim=True)).abs().mean()
+    assert torch.allclose(terms["chroma"], expected) and expected > 0.1
+    assert torch.allclose(terms["total"], 3 * expected)
+    terms["total"].backward()
+    assert grey.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        ReconstructionLoss(lpips_weight=0.0, chroma_weight=-1.0)
+
+
 def test_lpips_never_trainable_nor_in_state_dict(recon_loss):
     assert len(list(recon_loss.parameters())) == 0
     assert recon_loss.state_dict() == {}

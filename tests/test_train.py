@@ -90,7 +90,8 @@ def test_thirty_steps_lower_the_loss_and_save_both_faces(shards, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), vae.state_dict().values(), strict=True))
     # training-only heads stay out of the model folder but are in the training state
     assert not any("ar_head" in k for k in load_file(final / "model.safetensors"))
-    assert "30 x batch 2" in (final / "README.md").read_text()
+    card = (final / "README.md").read_text()
+    assert "30 x batch 2" in card and "reconstruction (1·L1 + 1·1-SSIM)" in card  # the chroma term is off by default
     assert list_checkpoints(out)[-1].name == "checkpoint-30"
 
 
@@ -115,7 +116,9 @@ def test_resume_reproduces_the_uninterrupted_run(shards, tmp_path):
 
 def test_backbone_vae_task_feeds_a_pyratok_run(shards, tmp_path):
     backbone = tmp_path / "backbone"
-    train(tiny_run(shards, backbone, task="backbone_vae", max_train_steps=2, use_ar_loss=False))
+    train(tiny_run(shards, backbone, task="backbone_vae", max_train_steps=2, use_ar_loss=False, recon_chroma_weight=2))
+    # the chroma term (the CPU backbone recipes' colour phases) is on and logged
+    assert all("recon/chroma" in r for r in read_log(backbone) if "loss" in r)
     AcceleratorState._reset_state(True)
     config = tiny_run(shards, tmp_path / "pyratok", backbone_name_or_path=str(backbone / "final"))
     _, model = build_objective(config)

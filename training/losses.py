@@ -260,13 +260,19 @@ def even_frame_indices(num_frames: int, max_frames: int | None) -> torch.Tensor:
 
 
 class ReconstructionLoss(FrozenCompanionModule):
-    """L1 + (1 - SSIM) + LPIPS between a reconstructed video and its (unmasked) target (DESIGN §4).
+    """L1 + (1 - SSIM) + LPIPS between a reconstructed video and its (unmasked) target (DESIGN §4), plus an optional
+    chroma term.
+
+    The chroma term is the L1 error of each pixel's colour once its mean over RGB is removed,
+    `|(r - mean_c r) - (t - mean_c t)|`: an extra pull towards the right hue. Small video VAEs trained from scratch on
+    L1 + SSIM settle on grey output (evaluation/RESULTS.md: the encoder drops colour layer by layer); this term is
+    how the tiny-cpu backbone recipes get colour back. Not in the paper, whose backbone is pretrained Wan.
 
     Every term with weight 0 is off: not computed and absent from the output. LPIPS (built only when its weight is
     > 0) is a frozen companion: never trainable, never in `state_dict()`.
 
     Args:
-        l1_weight, ssim_weight, lpips_weight (`float`): weights (>= 0) of the terms in `"total"`.
+        l1_weight, ssim_weight, lpips_weight, chroma_weight (`float`): weights (>= 0) of the terms in `"total"`.
         lpips_net (`str`): LPIPS trunk, `"alex"` | `"vgg"` | `"squeeze"`.
         lpips_pretrained_backbone (`bool`): see [`build_lpips`]; `False` only for tests.
         lpips_max_frames (`int` or `None`): LPIPS scores at most this many frames per clip, spread evenly (it is the
@@ -281,9 +287,10 @@ class ReconstructionLoss(FrozenCompanionModule):
         lpips_net: str = "alex",
         lpips_pretrained_backbone: bool = True,
         lpips_max_frames: int | None = 4,
+        chroma_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        weights = {"l1": l1_weight, "ssim": ssim_weight, "lpips": lpips_weight}
+        weights = {"l1": l1_weight, "ssim": ssim_weight, "lpips": lpips_weight, "chroma": chroma_weight}
         negative = {k: v for k, v in weights.items() if not v >= 0}
         if negative:
             raise ValueError(f"ReconstructionLoss weights must be >= 0, got {negative}")
@@ -309,7 +316,8 @@ class ReconstructionLoss(FrozenCompanionModule):
         Returns:
             `dict[str, torch.Tensor]` of float32 scalars: the enabled terms, unweighted — `"l1"` (mean absolute error),
             `"ssim"` (1 - SSIM over all frames, in [0, 2]), `"lpips"` (mean LPIPS over <= `lpips_max_frames` frames
-            per clip, >= 0) — and `"total"`, their weighted sum. All zero for identical inputs.
+            per clip, >= 0), `"chroma"` (mean absolute error of the colour around each pixel's RGB mean) — and
+            `"total"`, their weighted sum. All zero for identical inputs.
         """
         _check_pair(reconstruction, target, "ReconstructionLoss", ndim=5)
         channels, height, width = reconstruction.shape[1], reconstruction.shape[3], reconstruction.shape[4]
@@ -331,6 +339,9 @@ class ReconstructionLoss(FrozenCompanionModule):
             rec = _frames(reconstruction.index_select(2, index)).to(dtype)
             tgt = _frames(target.index_select(2, index)).to(dtype)
             terms["lpips"] = self.lpips(rec, tgt).float().mean()
+        if "chroma" in self.weights:
+            rec, tgt = reconstruction.float(), target.float()
+            terms["chroma"] = ((rec - rec.mean(1, keepdim=True)) - (tgt - tgt.mean(1, keepdim=True))).abs().mean()
         terms["total"] = sum(self.weights[k] * v for k, v in terms.items())
         return terms
 

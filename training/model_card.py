@@ -53,7 +53,12 @@ vae = AutoencoderPyraTok.from_pretrained("<this folder or repo>")  # the same we
 
 
 def losses_on(config: TrainConfig) -> list[str]:
-    inner = {"L1": config.recon_l1_weight, "1-SSIM": config.recon_ssim_weight, "LPIPS": config.recon_lpips_weight}
+    inner = {
+        "L1": config.recon_l1_weight,
+        "1-SSIM": config.recon_ssim_weight,
+        "LPIPS": config.recon_lpips_weight,
+        "chroma": config.recon_chroma_weight,
+    }
     recon_terms = " + ".join(f"{w:g}·{name}" for name, w in inner.items() if w > 0)
     switches = {
         f"reconstruction ({recon_terms})": config.use_recon_loss,
