@@ -1,7 +1,8 @@
 """How fast a from-scratch Wan-architecture VAE learns colour, against a linear patch autoencoder, side by side.
 
-Prints one JSON object. Written to explain why the CPU default checkpoint reconstructs grey (issue 3): its backbone
-is a small `AutoencoderKLWan` trained from scratch for 700 steps, and this measures what such a backbone learns in a
+Prints one JSON object. Written to explain why the first CPU default checkpoint reconstructed grey (issue 3; the
+current default's backbone gets colour from a chroma loss term, evaluation/RESULTS.md): its backbone was a small
+`AutoencoderKLWan` trained from scratch for 700 steps, and this measures what such a backbone learns in a
 few hundred steps, next to the simplest model with the same latent shape.
 
 Models (all trained in this process with AdamW, `--lr`, no weight decay, L1 loss on the posterior mean):
