@@ -229,6 +229,9 @@ def test_chroma_term_scores_only_colour_errors():
     assert grey.grad.abs().sum() > 0
     with pytest.raises(ValueError):
         ReconstructionLoss(lpips_weight=0.0, chroma_weight=-1.0)
+    grey_video = target[:, :1]  # one channel: no colour to score, so the term must refuse rather than return 0
+    with pytest.raises(ValueError, match="chroma term needs colour"):
+        loss(grey_video, grey_video)
 
 
 def test_lpips_never_trainable_nor_in_state_dict(recon_loss):

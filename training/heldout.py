@@ -11,7 +11,7 @@ import torch
 
 from modeling_pyratok import PyraTokModel
 
-from .losses import psnr, ssim
+from .losses import colour_deviation, psnr, ssim
 
 
 def frames_as_images(video: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ def clip_scores(
 
 def chroma(video: torch.Tensor) -> float:
     """Mean |pixel - its mean over RGB| of `(B, 3, ...)` frames in [-1, 1]: the colour a grey image lacks (0)."""
-    return (video.float() - video.float().mean(dim=1, keepdim=True)).abs().mean().item()
+    return colour_deviation(video.float()).abs().mean().item()
 
 
 def code_usage(ids: list[torch.Tensor], codebook_size: int) -> dict[str, float]:

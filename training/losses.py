@@ -144,6 +144,12 @@ def ssim(
     return per_image.mean() if reduction == "mean" else per_image
 
 
+def colour_deviation(x: torch.Tensor) -> torch.Tensor:
+    """Each pixel's colour around its mean over the channels, `x - mean_c x`, for `(B, C, ...)` tensors: 0 where the
+    pixel is grey. The chroma term of [`ReconstructionLoss`] and `training.heldout.chroma` both measure its size."""
+    return x - x.mean(dim=1, keepdim=True)
+
+
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, reduction: str = "mean") -> torch.Tensor:
     """Peak signal-to-noise ratio per item, `10 log10(data_range² / MSE)`, in dB.
 
@@ -328,6 +334,8 @@ class ReconstructionLoss(FrozenCompanionModule):
                     f"LPIPS ({self.lpips_net}) needs 3 channels and H, W >= {min_size}; "
                     f"got shape {tuple(reconstruction.shape)}"
                 )
+        if "chroma" in self.weights and channels < 2:
+            raise ValueError(f"the chroma term needs colour video (C >= 2); got shape {tuple(reconstruction.shape)}")
         terms: dict[str, torch.Tensor] = {}
         if "l1" in self.weights:
             terms["l1"] = (reconstruction.float() - target.float()).abs().mean()
@@ -340,8 +348,8 @@ class ReconstructionLoss(FrozenCompanionModule):
             tgt = _frames(target.index_select(2, index)).to(dtype)
             terms["lpips"] = self.lpips(rec, tgt).float().mean()
         if "chroma" in self.weights:
-            rec, tgt = reconstruction.float(), target.float()
-            terms["chroma"] = ((rec - rec.mean(1, keepdim=True)) - (tgt - tgt.mean(1, keepdim=True))).abs().mean()
+            # (r - mean_c r) - (t - mean_c t) is the colour deviation of the error itself
+            terms["chroma"] = colour_deviation(reconstruction.float() - target.float()).abs().mean()
         terms["total"] = sum(self.weights[k] * v for k, v in terms.items())
         return terms
 
@@ -406,6 +414,7 @@ __all__ = [
     "LPIPSWeightsUnavailable",
     "ReconstructionLoss",
     "build_lpips",
+    "colour_deviation",
     "even_frame_indices",
     "lpips_or_reason",
     "lpips_weights_path",
