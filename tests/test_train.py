@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from modeling_pyratok import AutoencoderPyraTok, PyraTokConfig, PyraTokModel
 from training.config import TrainConfig, parse_overrides
 from training.make_shards import make_shards
-from training.model_card import write_training_model_card
+from training.model_card import losses_on, write_training_model_card
 from training.train import build_objective, list_checkpoints, train
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*.yaml"))
@@ -93,6 +93,25 @@ def test_thirty_steps_lower_the_loss_and_save_both_faces(shards, tmp_path):
     card = (final / "README.md").read_text()
     assert "30 x batch 2" in card and "reconstruction (1·L1 + 1·1-SSIM)" in card  # the chroma term is off by default
     assert list_checkpoints(out)[-1].name == "checkpoint-30"
+
+
+def test_model_card_states_every_loss_weight_of_the_default_recipe():
+    # The shipped default departs from the preset's codebook / latent weights: its card must say which it used.
+    recipe = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-cpu.yaml")
+    model_config = PyraTokConfig.from_preset(recipe.model_preset, **recipe.model_overrides)
+    assert losses_on(recipe, model_config) == [
+        "reconstruction (1·L1 + 0.5·1-SSIM + 4·chroma) ×2.5",
+        "codebook (0.25·commitment + 0.1·entropy + 0.1·hierarchical KL + 0.1·text KL + 1·text-codebook InfoNCE) ×2.5",
+        "latent matching ×10",
+        "AR global alignment ×1.5",
+    ]
+    # switched-off terms, zero weights and an all-zero codebook drop out rather than printing as if trained
+    recipe.use_ar_loss = False
+    quiet = PyraTokConfig.from_preset(recipe.model_preset, **{
+        **recipe.model_overrides, "latent_loss_weight": 0.0, "commitment_weight": 0.0, "entropy_weight": 0.0,
+        "hierarchical_weight": 0.0, "text_alignment_weight": 0.0, "text_codebook_weight": 0.0,
+    })
+    assert losses_on(recipe, quiet) == ["reconstruction (1·L1 + 0.5·1-SSIM + 4·chroma) ×2.5"]
 
 
 def test_resume_reproduces_the_uninterrupted_run(shards, tmp_path):

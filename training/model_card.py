@@ -52,22 +52,39 @@ vae = AutoencoderPyraTok.from_pretrained("<this folder or repo>")  # the same we
 """
 
 
-def losses_on(config: TrainConfig) -> list[str]:
-    inner = {
+def losses_on(config: TrainConfig, model_config: PyraTokConfig) -> list[str]:
+    """The loss terms a `task: pyratok` run optimises, each with its weight, as `PyraTokObjective` gates them.
+
+    E.g. `"reconstruction (1·L1 + 0.5·1-SSIM) ×2.5"`: inner weights in brackets (zero-weight terms omitted), the
+    top-level λ after `×`. A term whose switch is off, whose λ is 0 or whose inner weights are all 0 is left out.
+    """
+
+    def weighted(terms: dict[str, float]) -> str:
+        return " + ".join(f"{w:g}·{name}" for name, w in terms.items() if w > 0)
+
+    recon_terms = weighted({
         "L1": config.recon_l1_weight,
         "1-SSIM": config.recon_ssim_weight,
         "LPIPS": config.recon_lpips_weight,
         "chroma": config.recon_chroma_weight,
-    }
-    recon_terms = " + ".join(f"{w:g}·{name}" for name, w in inner.items() if w > 0)
-    switches = {
-        f"reconstruction ({recon_terms})": config.use_recon_loss,
-        "codebook (commitment, entropy, hierarchical KL, text KL, text-codebook InfoNCE)": config.use_codebook_loss,
-        "latent matching": config.use_latent_loss,
-        "AR global alignment": config.use_ar_loss,
-        "drift": config.use_drift_loss,
-    }
-    return [name for name, on in switches.items() if on]
+    })
+    codebook_terms = weighted({
+        "commitment": model_config.commitment_weight,
+        "entropy": model_config.entropy_weight,
+        "hierarchical KL": model_config.hierarchical_weight,
+        "text KL": model_config.text_alignment_weight,
+        "text-codebook InfoNCE": model_config.text_codebook_weight,
+    })
+    use_recon = config.use_recon_loss and bool(recon_terms)
+    use_codebook = config.use_codebook_loss and bool(codebook_terms)
+    terms = [
+        (f"reconstruction ({recon_terms})", use_recon, model_config.recon_weight),
+        (f"codebook ({codebook_terms})", use_codebook, model_config.codebook_weight),
+        ("latent matching", config.use_latent_loss, model_config.latent_loss_weight),
+        ("AR global alignment", config.use_ar_loss, model_config.ar_weight),
+        ("drift", config.use_drift_loss, model_config.drift_weight),
+    ]
+    return [f"{name} ×{weight:g}" for name, on, weight in terms if on and weight > 0]
 
 
 def format_heldout(metrics: dict | None) -> str:
@@ -121,7 +138,7 @@ def write_training_model_card(
         mp=config.mixed_precision,
         seed=config.seed,
         wall=f"{summary.get('wall_time_s', 0) / 60:.1f} min",
-        losses=", ".join(losses_on(config)),
+        losses=", ".join(losses_on(config, model_config)),
         recipe=json.dumps(config.to_dict(), indent=2),
         heldout=format_heldout(summary.get("heldout")),
         multiple=model_config.spatial_multiple,
