@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from modeling_pyratok import PyraTokConfig
 
 from .config import TrainConfig
+from .objective import enabled_loss_weights
 
 TEMPLATE = """# PyraTok ({preset} preset, trained with `training/train.py`)
 
@@ -53,10 +54,10 @@ vae = AutoencoderPyraTok.from_pretrained("<this folder or repo>")  # the same we
 
 
 def losses_on(config: TrainConfig, model_config: PyraTokConfig) -> list[str]:
-    """The loss terms a `task: pyratok` run optimises, each with its weight, as `PyraTokObjective` gates them.
+    """The loss terms a `task: pyratok` run optimises ([`enabled_loss_weights`]), each with its weights.
 
     E.g. `"reconstruction (1·L1 + 0.5·1-SSIM) ×2.5"`: inner weights in brackets (zero-weight terms omitted), the
-    top-level λ after `×`. A term whose switch is off, whose λ is 0 or whose inner weights are all 0 is left out.
+    top-level λ after `×`. A codebook term whose inner weights are all 0 adds nothing and is left out too.
     """
 
     def weighted(terms: dict[str, float]) -> str:
@@ -75,16 +76,17 @@ def losses_on(config: TrainConfig, model_config: PyraTokConfig) -> list[str]:
         "text KL": model_config.text_alignment_weight,
         "text-codebook InfoNCE": model_config.text_codebook_weight,
     })
-    use_recon = config.use_recon_loss and bool(recon_terms)
-    use_codebook = config.use_codebook_loss and bool(codebook_terms)
-    terms = [
-        (f"reconstruction ({recon_terms})", use_recon, model_config.recon_weight),
-        (f"codebook ({codebook_terms})", use_codebook, model_config.codebook_weight),
-        ("latent matching", config.use_latent_loss, model_config.latent_loss_weight),
-        ("AR global alignment", config.use_ar_loss, model_config.ar_weight),
-        ("drift", config.use_drift_loss, model_config.drift_weight),
-    ]
-    return [f"{name} ×{weight:g}" for name, on, weight in terms if on and weight > 0]
+    names = {
+        "recon": f"reconstruction ({recon_terms})",
+        "codebook": f"codebook ({codebook_terms})",
+        "latent": "latent matching",
+        "ar": "AR global alignment",
+        "drift": "drift",
+    }
+    enabled = enabled_loss_weights(config, model_config)
+    if not codebook_terms:
+        enabled.pop("codebook", None)
+    return [f"{names[term]} ×{weight:g}" for term, weight in enabled.items()]
 
 
 def format_heldout(metrics: dict | None) -> str:

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from modeling_pyratok import PyraTokModel
+from modeling_pyratok import PyraTokConfig, PyraTokModel
 from modeling_pyratok.backbone_pyratok import PyraTokBackboneFeatures
 
 from .config import TrainConfig
@@ -46,6 +46,22 @@ def _checkpointed(fn, enabled: bool, *args):
     return fn(*args)
 
 
+def enabled_loss_weights(config: TrainConfig, model_config: PyraTokConfig) -> dict[str, float]:
+    """The top-level terms a `task: pyratok` run optimises, name -> λ: switched on in `config` and λ > 0.
+
+    Names: `"recon"`, `"codebook"`, `"latent"`, `"ar"`, `"drift"`. [`PyraTokObjective`] builds and adds exactly these;
+    the training model card lists them.
+    """
+    terms = {
+        "recon": (config.use_recon_loss, model_config.recon_weight),
+        "codebook": (config.use_codebook_loss, model_config.codebook_weight),
+        "latent": (config.use_latent_loss, model_config.latent_loss_weight),
+        "ar": (config.use_ar_loss, model_config.ar_weight),
+        "drift": (config.use_drift_loss, model_config.drift_weight),
+    }
+    return {name: weight for name, (on, weight) in terms.items() if on and weight > 0}
+
+
 def build_reconstruction_loss(config: TrainConfig) -> ReconstructionLoss:
     return ReconstructionLoss(
         l1_weight=config.recon_l1_weight,
@@ -72,16 +88,17 @@ class PyraTokObjective(nn.Module):
         super().__init__()
         self.model = model
         mc = model.config
-        self.use_recon = config.use_recon_loss and mc.recon_weight > 0
-        self.use_codebook = config.use_codebook_loss and mc.codebook_weight > 0
-        self.use_latent = config.use_latent_loss and mc.latent_loss_weight > 0
+        enabled = enabled_loss_weights(config, mc)
+        self.use_recon = "recon" in enabled
+        self.use_codebook = "codebook" in enabled
+        self.use_latent = "latent" in enabled
         self.gradient_checkpointing = config.gradient_checkpointing
         self.mask_frame_ratio = mc.mask_frame_ratio
         self.mask_patch_size = config.mask_patch_size or mc.scale_factor_spatial
         # A submodule so it follows `.to(device)`; it holds LPIPS outside the registry (no state, no parameters).
         self.reconstruction_loss = build_reconstruction_loss(config) if self.use_recon else None
         self.ar_head = None
-        if config.use_ar_loss and mc.ar_weight > 0:
+        if "ar" in enabled:
             self.ar_head = PyraTokARHead(
                 _language_model(config),
                 codebook_dim=mc.codebook_dim,
@@ -91,7 +108,7 @@ class PyraTokObjective(nn.Module):
                 train_language_model=config.ar_train_language_model,
             )
         self.drift_head = None
-        if config.use_drift_loss and mc.drift_weight > 0:
+        if "drift" in enabled:
             reference = _reference_encoder(config)
             channels = model.core.backbone.feature_channels()
             self.drift_feature_index = config.drift_feature_index
@@ -210,4 +227,10 @@ class BackboneVAEObjective(nn.Module):
         return ObjectiveOutput(loss=total, logs=logs, reconstruction=reconstruction.detach())
 
 
-__all__ = ["BackboneVAEObjective", "ObjectiveOutput", "PyraTokObjective", "build_reconstruction_loss"]
+__all__ = [
+    "BackboneVAEObjective",
+    "ObjectiveOutput",
+    "PyraTokObjective",
+    "build_reconstruction_loss",
+    "enabled_loss_weights",
+]
