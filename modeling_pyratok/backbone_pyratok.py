@@ -167,6 +167,20 @@ class PyraTokBackbone(nn.Module):
         dims = [self.vae.config.base_dim * m for m in self.vae.config.dim_mult]
         return dims[: len(encoder_stage_taps(self.vae.encoder))] + [2 * self.z_dim]
 
+    def feature_strides(self) -> list[tuple[int, int]]:
+        """`(temporal, spatial)` compression of `F1..F_S` and the encoder output against the input video.
+
+        Tap `F_i` follows the i-th downsampling stage (spatial 2^i, times the patch size; temporal 2 for each earlier
+        stage that also halves time); the encoder output sits at the latent's `(scale_factor_temporal,
+        scale_factor_spatial)`.
+        """
+        config = self.vae.config
+        patch = config.patch_size or 1
+        halvings = list(config.temperal_downsample)
+        num_taps = len(encoder_stage_taps(self.vae.encoder))
+        strides = [(2 ** sum(halvings[:i]), patch * 2**i) for i in range(1, num_taps + 1)]
+        return strides + [(2 ** sum(halvings), patch * 2 ** len(halvings))]
+
     def lora_parameters(self) -> Iterator[nn.Parameter]:
         for name, param in self.vae.encoder.named_parameters():
             if "lora_" in name:

@@ -242,6 +242,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 QUANTIZER_MODES = ("pyramid", "residual")
 ENTROPY_MODES = ("exact", "grouped")
+LATERAL_POOLINGS = ("average", "strided_conv")
 
 # Backbone-derived attributes that diffusers pipelines read from `vae.config`; `None` means "take it from the
 # backbone config", an explicit value must agree with it.
@@ -285,6 +286,9 @@ class PyraTokConfig(PretrainedConfig):
             residual mode: the number of residual stages.
         level_spatial_strides (`list[int]`): Level grid = latent grid / stride, one per level, shallow to deep
             (default `[1, 2, 4, ...]`; `[1] * num_levels` in residual mode).
+        lateral_pooling (`str`): How each level's tap reaches its token grid: `"average"` (causal frame-group and
+            spatial average, then a 1×1×1 conv) or `"strided_conv"` (one learned conv with kernel = stride, causal in
+            time; starts equal to `"average"`). DESIGN §3 allows either.
         hidden_size, num_attention_heads, mlp_ratio: Width of the quantization blocks and their text attention.
         codebook_dim (`int`): Bits per token; the shared LFQ codebook has `2**codebook_dim` codes.
         semantic_dim (`int`): Width of the code/text semantic space (zero-shot segmentation and localization).
@@ -319,6 +323,7 @@ class PyraTokConfig(PretrainedConfig):
     quantizer_mode: str = "pyramid"
     num_levels: int = 4
     level_spatial_strides: list | None = None
+    lateral_pooling: str = "average"
     hidden_size: int = 256
     num_attention_heads: int = 4
     mlp_ratio: float = 4.0
@@ -388,6 +393,8 @@ class PyraTokConfig(PretrainedConfig):
             raise ValueError(f"quantizer_mode={self.quantizer_mode!r}; expected one of {QUANTIZER_MODES}")
         if self.entropy_mode not in ENTROPY_MODES:
             raise ValueError(f"entropy_mode={self.entropy_mode!r}; expected one of {ENTROPY_MODES}")
+        if self.lateral_pooling not in LATERAL_POOLINGS:
+            raise ValueError(f"lateral_pooling={self.lateral_pooling!r}; expected one of {LATERAL_POOLINGS}")
         if self.quantizer_mode == "residual":
             self._validate_residual()
         num_taps = len(self.backbone_config["dim_mult"])

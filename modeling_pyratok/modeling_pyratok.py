@@ -30,7 +30,6 @@ from .quantizer_pyratok import (
     PyraTokLaPQ,
     PyraTokQuantizerOutput,
     PyraTokResidualQuantizer,
-    temporal_group_pool,
 )
 from .text_encoder_pyratok import PyraTokTextEncoder
 
@@ -134,9 +133,17 @@ class PyraTokCore(nn.Module):
                 commitment_weight=config.commitment_weight,
                 entropy_weight=config.entropy_weight,
             )
-        channels = self.backbone.feature_channels()
+        channels = self.backbone.feature_channels()[-config.num_levels :]
+        taps = self.backbone.feature_strides()[-config.num_levels :]
+        # (g, f) from each level's tap to its grid: the latent's compression times the level stride, over the tap's.
+        reductions = [
+            (config.scale_factor_temporal // t, config.scale_factor_spatial * level_stride // s)
+            for (t, s), level_stride in zip(taps, config.level_spatial_strides, strict=True)
+        ]
         return PyraTokLaPQ(
-            feature_channels=channels[len(channels) - config.num_levels :],
+            feature_channels=channels,
+            lateral_pooling=config.lateral_pooling,
+            feature_reductions=reductions,
             z_dim=config.z_dim,
             text_embed_dim=config.text_embed_dim,
             level_spatial_strides=config.level_spatial_strides,
@@ -326,11 +333,18 @@ class PyraTokCore(nn.Module):
         return self.quantize_features(feats, embeds, mask, present, compute_losses), feats.moments
 
     def quantize_features(
-        self, feats: PyraTokBackboneFeatures, text_embeds, text_mask, present, compute_losses: bool
+        self,
+        feats: PyraTokBackboneFeatures,
+        text_embeds,
+        text_mask,
+        present,
+        compute_losses: bool,
+        first_frame: bool = True,
     ) -> PyraTokQuantizerOutput:
         """Run LaPQ on backbone taps (the deepest `num_levels` of them) on the latent grid of `feats.moments`.
 
-        In residual mode the quantizer reads the posterior mean instead (DESIGN §3b).
+        In residual mode the quantizer reads the posterior mean instead (DESIGN §3b). `first_frame=False`: the
+        features are a later piece of a streamed clip (no frame 0).
         """
         if self.config.quantizer_mode == "residual":
             mean = feats.moments[:, : self.config.z_dim]
@@ -343,6 +357,7 @@ class PyraTokCore(nn.Module):
             text_attention_mask=text_mask,
             text_present=present,
             compute_losses=compute_losses,
+            first_frame=first_frame,
         )
 
     def frozen_posterior_mean(self, x: torch.Tensor, moments: torch.Tensor) -> torch.Tensor:
@@ -455,8 +470,8 @@ class PyraTokCore(nn.Module):
     ) -> Iterator[tuple[PyraTokQuantizerOutput, torch.Tensor]]:
         """Quantize a clip piece by piece from streamed backbone features (`backbone.encode_feature_stream`).
 
-        LaPQ works per latent frame (1x1x1 lateral convs, pooling within causal chunks, per-token text attention,
-        spatial-only fusion), so each piece's ids equal the whole clip's ids for those latent frames.
+        LaPQ works per latent frame (laterals within causal chunks, per-token text attention, spatial-only fusion),
+        so each piece's ids equal the whole clip's ids for those latent frames.
 
         Args:
             features: the pieces' features: frame 0's first, then later pieces of `t'` latent frames each.
@@ -466,20 +481,10 @@ class PyraTokCore(nn.Module):
             `(quantizer output without losses, moments (B, 2 * z_dim, t', H', W'))` per piece.
         """
         for index, feats in enumerate(features):
-            if index > 0 and self.config.quantizer_mode != "residual":
-                feats = self._pool_later_piece(feats)
-            yield self.quantize_features(feats, text_embeds, text_mask, present, compute_losses=False), feats.moments
-
-    def _pool_later_piece(self, feats: PyraTokBackboneFeatures) -> PyraTokBackboneFeatures:
-        # A later piece's taps hold g·t' frames (no frame 0), while LaPQ's temporal pooling takes the whole-clip
-        # layout 1 + g·t'. Pool here with a stand-in for frame 0 and drop its output: the remaining groups are the
-        # very frames the whole clip's pooling averages, and LaPQ then sees t' frames of one group each.
-        frames = feats.moments.shape[2]
-        taps = list(feats.features)
-        for i in range(len(taps) - self.config.num_levels, len(taps)):
-            padded = torch.cat([taps[i][:, :, :1], taps[i]], dim=2)
-            taps[i] = temporal_group_pool(padded, frames + 1)[:, :, 1:]
-        return PyraTokBackboneFeatures(features=tuple(taps), moments=feats.moments)
+            out = self.quantize_features(
+                feats, text_embeds, text_mask, present, compute_losses=False, first_frame=index == 0
+            )
+            yield out, feats.moments
 
     def check_ids_layout(self, ids: Any, name: str = "ids") -> list[torch.Tensor]:
         """Cheap shape check of a whole clip's per-level ids (count, 4-D, one T', the pyramid's grids).

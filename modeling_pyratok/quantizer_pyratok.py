@@ -19,6 +19,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.utils import ModelOutput
 
+from .configuration_pyratok import LATERAL_POOLINGS
+
 # ids are int64; 2**62 keeps every index and the binary weights representable.
 MAX_CODEBOOK_DIM = 62
 ENTROPY_MODES = ("exact", "grouped")
@@ -371,6 +373,12 @@ class PyraTokQuantizationBlock(nn.Module):
         num_heads (`int`): attention heads; must divide `hidden_size`.
         mlp_ratio (`float`): MLP expansion.
         use_pyramid_link (`bool`): whether this level receives the previous level's codes (False for level 1).
+        lateral_pooling (`str`): how the tap reaches the level grid (DESIGN §3, lateral): `"average"` averages
+            causal frame groups and spatial cells, then a 1×1×1 conv; `"strided_conv"` is one conv whose kernel equals
+            its stride `reduction`, fed with the first frame repeated `g - 1` times in front (causal, like the
+            backbone's own chunks). It starts as exactly the `"average"` path and learns which positions matter.
+        reduction (`tuple[int, int]`, *optional*): `(g, f)`, the tap's frame group and spatial factor to this
+            level's grid; required by `"strided_conv"` and checked against the features in `forward`.
     """
 
     def __init__(
@@ -381,10 +389,25 @@ class PyraTokQuantizationBlock(nn.Module):
         num_heads: int = 4,
         mlp_ratio: float = 4.0,
         use_pyramid_link: bool = True,
+        lateral_pooling: str = "average",
+        reduction: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
+        if lateral_pooling not in LATERAL_POOLINGS:
+            raise ValueError(f"lateral_pooling={lateral_pooling!r} must be one of {LATERAL_POOLINGS}")
         self.codebook_dim = codebook_dim
-        self.lateral = nn.Conv3d(feature_channels, hidden_size, kernel_size=1)
+        self.lateral_pooling = lateral_pooling
+        self.reduction = None
+        if lateral_pooling == "strided_conv":
+            if reduction is None or len(reduction) != 2 or any(int(r) < 1 for r in reduction):
+                raise ValueError(f"lateral_pooling='strided_conv' needs reduction=(g, f), both >= 1; got {reduction}")
+            group, factor = (int(r) for r in reduction)
+            self.reduction = (group, factor)
+            kernel = (group, factor, factor)
+            self.lateral = nn.Conv3d(feature_channels, hidden_size, kernel_size=kernel, stride=kernel)
+            self.init_lateral_as_average()
+        else:
+            self.lateral = nn.Conv3d(feature_channels, hidden_size, kernel_size=1)
         self.pyramid_link = nn.Conv3d(codebook_dim, hidden_size, kernel_size=1) if use_pyramid_link else None
         self.attn_norm = nn.LayerNorm(hidden_size)
         self.attn = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
@@ -396,6 +419,16 @@ class PyraTokQuantizationBlock(nn.Module):
         self.lfq_norm = nn.LayerNorm(hidden_size, elementwise_affine=False)
         self.lfq_proj = nn.Linear(hidden_size, codebook_dim)
         self.zero_init_text_residuals()
+
+    def init_lateral_as_average(self) -> None:
+        """Make a strided-conv lateral compute exactly the `"average"` path: the mean over its kernel window, then a
+        1×1×1 conv (every window position gets the conv's default-initialised weight divided by the window size)."""
+        if self.lateral_pooling != "strided_conv":
+            return
+        with torch.no_grad():
+            weight = self.lateral.weight  # (hidden, C_l, g, f, f)
+            first = weight[:, :, :1, :1, :1].clone()
+            weight.copy_(first.expand_as(weight) / weight[0, 0].numel())
 
     def zero_init_text_residuals(self) -> None:
         """Zero the residual branches (attention output and MLP output) so the text path starts as the identity."""
@@ -411,24 +444,35 @@ class PyraTokQuantizationBlock(nn.Module):
         text_context: torch.Tensor,
         text_mask: torch.Tensor,
         previous_codes: torch.Tensor | None = None,
+        first_frame: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """
         Args:
-            features (`torch.Tensor` of shape `(B, C_l, T_f, H_f, W_f)`): feature tap, `T_f = 1 + g·(T' - 1)`.
+            features (`torch.Tensor` of shape `(B, C_l, T_f, H_f, W_f)`): feature tap, `T_f = 1 + g·(T' - 1)`, or
+                `T_f = g·T'` when `first_frame` is False.
             grid (`tuple[int, int, int]`): this level's token grid `(T', H_l, W_l)`; divides the tap spatially.
             text_context (`torch.Tensor` of shape `(B, L, hidden_size)`): projected text (or null) tokens.
             text_mask (`torch.BoolTensor` of shape `(B, L)`): True where a text token is valid; >= 1 per item.
             previous_codes (`torch.Tensor` of shape `(B, d, T', H_{l-1}, W_{l-1})`, optional): previous level's codes.
+            first_frame (`bool`): whether the features start with the clip's frame 0 (encoded alone). False for a
+                later streamed piece, whose frames are whole groups of `g`.
 
         Returns:
             `(codes, ids, bit_logits)`: codes `(B, d, T', H_l, W_l)` exactly ±1 with straight-through gradients,
             ids `(B, T', H_l, W_l)` int64 in `[0, 2**d)`, bit_logits `(B, d, T', H_l, W_l)` fp32.
         """
         frames, height, width = grid
-        # Pooling before the 1×1×1 conv is exact (both linear, pooling weights sum to one) and costs
-        # hidden_size / C_l fewer FLOPs on the large shallow taps.
-        x = spatial_avg_pool(temporal_group_pool(features, frames), (height, width))
-        x = self.lateral(x.to(self.lateral.weight.dtype))  # (B, hidden, T', H_l, W_l)
+        if self.lateral_pooling == "strided_conv":
+            x = self._strided_lateral(features, grid, first_frame)  # (B, hidden, T', H_l, W_l)
+        else:
+            if not first_frame:
+                # Pool with a stand-in for frame 0 and drop its output: the remaining groups are the frames the
+                # whole clip's pooling averages.
+                features = temporal_group_pool(torch.cat([features[:, :, :1], features], dim=2), frames + 1)[:, :, 1:]
+            # Pooling before the 1×1×1 conv is exact (both linear, pooling weights sum to one) and costs
+            # hidden_size / C_l fewer FLOPs on the large shallow taps.
+            x = spatial_avg_pool(temporal_group_pool(features, frames), (height, width))
+            x = self.lateral(x.to(self.lateral.weight.dtype))  # (B, hidden, T', H_l, W_l)
         if previous_codes is not None:
             if self.pyramid_link is None:
                 raise ValueError("this block was built with use_pyramid_link=False but got previous_codes")
@@ -452,6 +496,25 @@ class PyraTokQuantizationBlock(nn.Module):
         # `hard + (z - sg(z))` is exactly ±1 in the forward pass; `z + sg(hard - z)` can round off ±1.
         codes = hard + (z - z.detach())
         return codes, bits_to_ids(hard, dim=1), z
+
+    def _strided_lateral(self, features: torch.Tensor, grid: tuple[int, int, int], first_frame: bool) -> torch.Tensor:
+        """`(B, C_l, T_f, H_f, W_f)` → `(B, hidden, T', H_l, W_l)`: output frame `t'` reads input frames
+        `1 + g·(t' - 1) .. g·t'` (frame 0 alone at `t' = 0`), the groups `temporal_group_pool` averages; a later
+        streamed piece (`first_frame=False`) is `T'` whole groups."""
+        group, factor = self.reduction
+        frames, height, width = grid
+        in_frames, in_height, in_width = features.shape[2:]
+        needed = 1 + group * (frames - 1) if first_frame else group * frames
+        if in_frames != needed or (in_height, in_width) != (factor * height, factor * width):
+            raise ValueError(
+                f"the strided lateral (frame group {group}, spatial factor {factor}) cannot map features of shape "
+                f"{tuple(features.shape)} to the level grid {tuple(grid)}: it needs {needed} frames of "
+                f"{factor * height}x{factor * width}"
+            )
+        x = features.to(self.lateral.weight.dtype)
+        if first_frame and group > 1:
+            x = torch.cat([x[:, :, :1].expand(-1, -1, group - 1, -1, -1), x], dim=2)
+        return self.lateral(x)
 
 
 class PyraTokCodeFusion(nn.Module):
@@ -523,6 +586,9 @@ class PyraTokLaPQ(nn.Module):
         entropy_chunk_size (`int`): tokens per chunk in the batch entropy.
         commitment_weight, entropy_weight, hierarchical_weight, text_alignment_weight, text_codebook_weight (`float`):
             loss weights; a weight of 0 switches its term off (not computed, absent from `losses`).
+        lateral_pooling (`str`): `"average"` or `"strided_conv"` (see [`PyraTokQuantizationBlock`]).
+        feature_reductions (`Sequence[tuple[int, int]]`, *optional*): per level, `(g, f)` from its tap to its grid;
+            required by `"strided_conv"`.
     """
 
     def __init__(
@@ -546,9 +612,18 @@ class PyraTokLaPQ(nn.Module):
         hierarchical_weight: float = 1.0,
         text_alignment_weight: float = 1.0,
         text_codebook_weight: float = 1.0,
+        lateral_pooling: str = "average",
+        feature_reductions: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         super().__init__()
         feature_channels = [int(c) for c in feature_channels]
+        if lateral_pooling == "strided_conv" and (
+            feature_reductions is None or len(feature_reductions) != len(feature_channels)
+        ):
+            raise ValueError(
+                f"lateral_pooling='strided_conv' needs one (g, f) reduction per level ({len(feature_channels)}), "
+                f"got {feature_reductions}"
+            )
         level_spatial_strides = [int(s) for s in level_spatial_strides]
         if len(feature_channels) == 0 or any(c < 1 for c in feature_channels):
             raise ValueError(f"feature_channels must be a non-empty list of positive ints, got {feature_channels}")
@@ -601,7 +676,14 @@ class PyraTokLaPQ(nn.Module):
         self.blocks = nn.ModuleList(
             [
                 PyraTokQuantizationBlock(
-                    channels, hidden_size, codebook_dim, num_heads, mlp_ratio, use_pyramid_link=level > 0
+                    channels,
+                    hidden_size,
+                    codebook_dim,
+                    num_heads,
+                    mlp_ratio,
+                    use_pyramid_link=level > 0,
+                    lateral_pooling=lateral_pooling,
+                    reduction=None if feature_reductions is None else tuple(feature_reductions[level]),
                 )
                 for level, channels in enumerate(feature_channels)
             ]
@@ -650,7 +732,9 @@ class PyraTokLaPQ(nn.Module):
             )
         return [(frames, height // s, width // s) for s in self.level_spatial_strides]
 
-    def _check_features(self, features: Sequence[torch.Tensor], grids: list[tuple[int, int, int]]) -> int:
+    def _check_features(
+        self, features: Sequence[torch.Tensor], grids: list[tuple[int, int, int]], first_frame: bool = True
+    ) -> int:
         if not isinstance(features, (list, tuple)) or len(features) != self.num_levels:
             count = len(features) if isinstance(features, (list, tuple)) else type(features).__name__
             raise ValueError(f"expected a list of {self.num_levels} feature tensors, got {count}")
@@ -668,11 +752,15 @@ class PyraTokLaPQ(nn.Module):
                 raise ValueError(f"level {level}: batch size {shape[0]} differs from level 0's {batch}")
             frames, height, width = grid
             in_frames = shape[2]
-            frames_ok = in_frames == 1 if frames == 1 else (in_frames > 1 and (in_frames - 1) % (frames - 1) == 0)
+            if first_frame:
+                frames_ok = in_frames == 1 if frames == 1 else in_frames > 1 and (in_frames - 1) % (frames - 1) == 0
+                layout = f"1 + g·{frames - 1}"
+            else:
+                frames_ok, layout = in_frames % frames == 0, f"g·{frames} for a piece after frame 0"
             if not frames_ok:
                 raise ValueError(
                     f"level {level}: {in_frames} frames cannot be grouped causally into {frames} latent frames "
-                    f"(need 1 + g·{frames - 1}); features shape {shape}"
+                    f"(need {layout}); features shape {shape}"
                 )
             if shape[3] % height != 0 or shape[4] % width != 0:
                 raise ValueError(
@@ -756,12 +844,14 @@ class PyraTokLaPQ(nn.Module):
         text_attention_mask: torch.Tensor | None = None,
         text_present: torch.Tensor | None = None,
         compute_losses: bool = True,
+        first_frame: bool = True,
     ) -> PyraTokQuantizerOutput:
         """Quantize the feature pyramid into per-level codes and fuse them into the decoder latent.
 
         Args:
             features (`Sequence[torch.Tensor]`): one tap per level, shallow → deep, `F^(l)` of shape
-                `(B, C_l, T_l, H_l, W_l)` with `T_l = 1 + g_l·(T' - 1)` and `(H_l, W_l)` divisible by the level grid.
+                `(B, C_l, T_l, H_l, W_l)` with `T_l = 1 + g_l·(T' - 1)` (`g_l·T'` when `first_frame` is False) and
+                `(H_l, W_l)` divisible by the level grid.
             latent_size (`Sequence[int]`): `(T', H', W')` of the decoder latent.
             text_embeds (`torch.Tensor` of shape `(B, L, text_embed_dim)`, optional): frozen text encoder tokens.
             text_attention_mask (`torch.Tensor` of shape `(B, L)`, optional): bool or 0/1, True/1 = valid token;
@@ -769,6 +859,9 @@ class PyraTokLaPQ(nn.Module):
             text_present (`torch.BoolTensor` of shape `(B,)`, optional): items that have text; the others use the
                 learned null embedding. Defaults to all True when `text_embeds` is given, all False otherwise.
             compute_losses (`bool`): compute `loss` and `losses`.
+            first_frame (`bool`): the taps start with the clip's frame 0, encoded alone (Wan's first causal chunk).
+                False for a later piece of a streamed clip: its taps hold whole groups of `g_l` frames, and its
+                ids equal the whole clip's for those latent frames.
 
         Returns:
             [`PyraTokQuantizerOutput`].
@@ -779,7 +872,7 @@ class PyraTokLaPQ(nn.Module):
             grids[0][1] * self.level_spatial_strides[0],
             grids[0][2] * self.level_spatial_strides[0],
         )
-        batch = self._check_features(features, grids)
+        batch = self._check_features(features, grids, first_frame)
         device = features[0].device
         context, context_mask, present, text_mask = self._prepare_text(
             text_embeds, text_attention_mask, text_present, batch, device
@@ -788,7 +881,9 @@ class PyraTokLaPQ(nn.Module):
         codes, ids, bit_logits = [], [], []
         previous = None
         for block, feature, grid in zip(self.blocks, features, grids, strict=True):
-            level_codes, level_ids, level_logits = block(feature, grid, context, context_mask, previous)
+            level_codes, level_ids, level_logits = block(
+                feature, grid, context, context_mask, previous, first_frame=first_frame
+            )
             codes.append(level_codes)
             ids.append(level_ids)
             bit_logits.append(level_logits)
@@ -1157,6 +1252,7 @@ __all__ = [
     "bits_to_ids",
     "ids_to_bits",
     "per_token_entropy",
+    "LATERAL_POOLINGS",
     "spatial_avg_pool",
     "temporal_group_pool",
 ]

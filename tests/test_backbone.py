@@ -28,6 +28,34 @@ def test_taps_have_the_documented_grids(backbones):
     assert feats.moments.shape == (1, 8, 3, 8, 8)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        # Wan 2.2 style: residual blocks behind a 2x2 patchify, here with the temporal halving in other stages.
+        {
+            "is_residual": True,
+            "patch_size": 2,
+            "in_channels": 12,
+            "out_channels": 12,
+            "temperal_downsample": [True, True, False],
+            "scale_factor_spatial": 16,
+        },
+    ],
+    ids=["wan2.1-style", "wan2.2-style"],
+)
+@torch.no_grad()
+def test_feature_strides_predict_every_tap_shape(overrides):
+    """The strided-conv lateral is sized from `feature_strides()` at build time; it must match the real taps."""
+    backbone = PyraTokBackbone(tiny_config().backbone_config | overrides, lora_rank=0).eval()
+    frames, size = 9, 64
+    features = backbone.encode_features(make_video(frames=frames, size=size)).features
+    strides = backbone.feature_strides()
+    assert len(strides) == len(features)
+    for feature, (temporal, spatial) in zip(features, strides, strict=True):
+        assert tuple(feature.shape[2:]) == (1 + (frames - 1) // temporal, size // spatial, size // spatial)
+
+
 @torch.no_grad()
 def test_chunked_taps_equal_an_unchunked_reference_where_they_must(backbones):
     """Before the first temporal downsample (F1), and on frame 0 everywhere, chunked == unchunked encoding."""

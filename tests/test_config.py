@@ -35,6 +35,7 @@ def test_preset_overrides_and_unknown_fields():
         ({"level_spatial_strides": [1, 2]}, "one stride per level"),
         ({"quantizer_mode": "vq"}, "quantizer_mode='vq'"),
         ({"entropy_mode": "approx"}, "entropy_mode='approx'"),
+        ({"lateral_pooling": "max"}, "lateral_pooling='max'; expected one of"),
         ({"hidden_size": 30, "num_attention_heads": 4}, "not divisible"),
         ({"backbone_config": {"base_dimm": 8}}, "base_dimm"),
         ({"text_dropout": 1.5}, "text_dropout=1.5"),

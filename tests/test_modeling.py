@@ -44,6 +44,24 @@ def test_causal_prefix_tokens_equal_whole_clip_tokens(tiny_model):
             assert torch.equal(p, w[:, :latent_frames])
 
 
+def test_strided_lateral_model_is_causal_and_saves_its_choice(tmp_path):
+    torch.manual_seed(0)
+    model = PyraTokModel(tiny_config(lateral_pooling="strided_conv")).eval()
+    activate_text_attention(model)
+    clip = make_video(frames=13)
+    whole = model.tokenize(clip, text="a red square").ids
+    for frames, latent_frames in ((1, 1), (5, 2), (9, 3)):
+        prefix = model.tokenize(clip[:, :, :frames], text="a red square").ids
+        for p, w in zip(prefix, whole, strict=True):
+            assert torch.equal(p, w[:, :latent_frames])
+    model.save_pretrained(tmp_path)
+    loaded = PyraTokModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.lateral_pooling == "strided_conv"
+    assert loaded.core.quantizer.blocks[0].lateral.weight.shape[2:] == (4, 4, 4)  # F1: 4 frames x 4 x 4 cells
+    for a, b in zip(loaded.tokenize(clip, text="a red square").ids, whole, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_tokenize_detokenize_equals_encode_decode(tiny_model, video):
     tokens = tiny_model.tokenize(video, text="a red square")
     via_ids = tiny_model.detokenize(tokens)

@@ -7,11 +7,13 @@ import torch
 
 from modeling_pyratok.quantizer_pyratok import (
     PyraTokLaPQ,
+    PyraTokQuantizationBlock,
     batch_code_entropy,
     bernoulli_kl,
     bits_to_ids,
     ids_to_bits,
     per_token_entropy,
+    spatial_avg_pool,
     temporal_group_pool,
 )
 from tests.conftest import activate_text_attention
@@ -23,6 +25,8 @@ TEXT_DIM = 12
 TAP_SHAPES = [(8, 9, 32, 32), (16, 5, 16, 16), (16, 3, 8, 8), (8, 3, 8, 8)]
 # First input frame of each tap that only latent frame 2 may see (chunks: F1 groups of 4, F2 of 2, F3/F4 of 1).
 LAST_CHUNK_START = [5, 3, 2, 2]
+# (frame group g, spatial factor f) from each tap above to its level grid (3, 8/s, 8/s), s = 1, 2, 4, 8.
+TAP_REDUCTIONS = [(4, 4), (2, 4), (1, 4), (1, 8)]
 
 
 def make_quantizer(**overrides) -> PyraTokLaPQ:
@@ -38,6 +42,8 @@ def make_quantizer(**overrides) -> PyraTokLaPQ:
         semantic_dim=16,
         fusion_hidden_size=16,
     )
+    if overrides.get("lateral_pooling") == "strided_conv":
+        kwargs["feature_reductions"] = TAP_REDUCTIONS
     kwargs.update(overrides)
     return PyraTokLaPQ(**kwargs)
 
@@ -55,9 +61,10 @@ def make_text(batch: int = 2, length: int = 5, seed: int = 1) -> tuple[torch.Ten
     return embeds, mask
 
 
-@pytest.fixture
-def quantizer() -> PyraTokLaPQ:
-    return make_quantizer().eval()
+@pytest.fixture(params=["average", "strided_conv"])
+def quantizer(request) -> PyraTokLaPQ:
+    """Every invariant below holds for both lateral paths (DESIGN §3: average pooling or a strided conv)."""
+    return make_quantizer(lateral_pooling=request.param).eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -184,8 +191,9 @@ def test_bernoulli_kl_closed_form():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_loss_backward_reaches_every_part():
-    model = make_quantizer().train()
+@pytest.mark.parametrize("lateral_pooling", ["average", "strided_conv"])
+def test_loss_backward_reaches_every_part(lateral_pooling):
+    model = make_quantizer(lateral_pooling=lateral_pooling).train()
     embeds, mask = make_text()
     out = model(make_features(), LATENT, text_embeds=embeds, text_attention_mask=mask)
     assert set(out.losses) == {
@@ -346,3 +354,44 @@ def test_invalid_inputs_raise(quantizer):
     ids[3][0, 0, 0, 0] = 2**8
     with pytest.raises(ValueError, match="level 3: .*max 256"):
         quantizer.ids_to_codes(ids)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Strided-conv lateral
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", range(4))
+def test_strided_lateral_starts_as_average_pooling_then_a_1x1_conv(level):
+    torch.manual_seed(level)
+    strided = PyraTokQuantizationBlock(
+        CHANNELS[level], 32, 8, num_heads=2, lateral_pooling="strided_conv", reduction=TAP_REDUCTIONS[level]
+    )
+    features = make_features()[level]
+    grid = (3, 8 // 2**level, 8 // 2**level)
+    weight = strided.lateral.weight.sum(dim=(2, 3, 4), keepdim=True)  # the equivalent 1x1x1 conv
+    averaged = torch.nn.functional.conv3d(
+        spatial_avg_pool(temporal_group_pool(features, 3), grid[1:]), weight, strided.lateral.bias
+    )
+    torch.testing.assert_close(strided._strided_lateral(features, grid, first_frame=True), averaged, atol=1e-5, rtol=1e-5)
+
+
+def test_strided_lateral_learns_a_weight_per_window_position():
+    model = make_quantizer(lateral_pooling="strided_conv").train()
+    model(make_features(), LATENT, compute_losses=False).latent.square().mean().backward()
+    for block, (group, factor) in zip(model.blocks, TAP_REDUCTIONS, strict=True):
+        assert block.lateral.weight.shape[2:] == (group, factor, factor)
+        grad = block.lateral.weight.grad
+        # Different window positions see different inputs, so they get different gradients: the conv can learn
+        # which positions matter, which average pooling cannot.
+        assert not torch.allclose(grad[..., :1, :1, :1].expand_as(grad), grad)
+
+
+def test_strided_lateral_needs_its_reductions_and_matching_taps():
+    with pytest.raises(ValueError, match="one \\(g, f\\) reduction per level \\(4\\)"):
+        make_quantizer(lateral_pooling="strided_conv", feature_reductions=TAP_REDUCTIONS[:3])
+    with pytest.raises(ValueError, match="lateral_pooling='max'"):
+        make_quantizer(lateral_pooling="max")
+    model = make_quantizer(lateral_pooling="strided_conv", feature_reductions=[(4, 4), (2, 4), (1, 4), (1, 4)])
+    with pytest.raises(ValueError, match="spatial factor 4.*needs 3 frames of 4x4"):
+        model(make_features(), LATENT)

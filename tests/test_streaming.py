@@ -158,6 +158,20 @@ def test_iter_tokenize_ids_equal_tokenize_ids(model, frames, text):
         assert all(torch.equal(a, b) for a, b in zip(cat_ids(pieces), whole.ids, strict=True))
 
 
+@pytest.mark.parametrize("frames", (5, 13))
+def test_strided_lateral_streams_exactly(frames):
+    """The strided-conv lateral sees a later piece as whole frame groups; its ids equal the whole clip's."""
+    torch.manual_seed(0)
+    model = PyraTokModel(tiny_config(lateral_pooling="strided_conv")).eval()
+    activate_text_attention(model)
+    clip = make_video(frames=frames, seed=frames)
+    whole = model.tokenize(clip, text="a red square jumps")
+    for k in (1, 2):
+        pieces = list(model.iter_tokenize(clip, text="a red square jumps", chunk_latent_frames=k))
+        assert len(pieces) > 1
+        assert all(torch.equal(a, b) for a, b in zip(cat_ids(pieces), whole.ids, strict=True))
+
+
 def test_text_matters_and_per_item_prompts_stream_exactly(model):
     clip = make_video(batch=2, frames=9, seed=4)
     text = ["a cat sleeps", None]
