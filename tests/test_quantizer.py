@@ -373,7 +373,8 @@ def test_strided_lateral_starts_as_average_pooling_then_a_1x1_conv(level):
     averaged = torch.nn.functional.conv3d(
         spatial_avg_pool(temporal_group_pool(features, 3), grid[1:]), weight, strided.lateral.bias
     )
-    torch.testing.assert_close(strided._strided_lateral(features, grid, first_frame=True), averaged, atol=1e-5, rtol=1e-5)
+    lateral = strided._strided_lateral(features, grid, first_frame=True)
+    torch.testing.assert_close(lateral, averaged, atol=1e-5, rtol=1e-5)
 
 
 def test_strided_lateral_learns_a_weight_per_window_position():
