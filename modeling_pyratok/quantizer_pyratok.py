@@ -19,11 +19,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.utils import ModelOutput
 
-from .configuration_pyratok import LATERAL_POOLINGS
+from .configuration_pyratok import ENTROPY_MODES, LATERAL_POOLINGS
 
 # ids are int64; 2**62 keeps every index and the binary weights representable.
 MAX_CODEBOOK_DIM = 62
-ENTROPY_MODES = ("exact", "grouped")
 # Weighted loss terms, in the order they are summed; anything else in `losses` is a detached log-only extra.
 LOSS_NAMES = ("commitment", "entropy", "hierarchical", "text_alignment", "text_codebook")
 # Clamp for probabilities inside logs of the Bernoulli KLs; fp32 represents 1 - 1e-6 well enough.
@@ -126,7 +125,7 @@ def ids_to_bits(ids: torch.Tensor, codebook_dim: int, dim: int = 1) -> torch.Ten
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def temporal_group_pool(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+def temporal_group_pool(x: torch.Tensor, num_frames: int, first_frame: bool = True) -> torch.Tensor:
     """Average frames in the backbone's causal chunks: frame 0 alone, then consecutive groups of `g` frames.
 
     With `g = (T_f - 1) / (num_frames - 1)`, output frame `t'` sees only input frames `<= g * t'`, as in Wan's
@@ -136,6 +135,8 @@ def temporal_group_pool(x: torch.Tensor, num_frames: int) -> torch.Tensor:
         x (`torch.Tensor` of shape `(B, C, T_f, H, W)`): features, any range.
         num_frames (`int`): output frame count `T'`; `T_f = 1 + g * (T' - 1)` for an integer `g >= 1`
             (`T_f = 1` when `T' = 1`).
+        first_frame (`bool`): whether `x` starts with the clip's frame 0. False for a later piece of a streamed
+            clip: `T_f = g * T'`, every output frame one whole group.
 
     Returns:
         `torch.Tensor` of shape `(B, C, num_frames, H, W)`.
@@ -145,6 +146,15 @@ def temporal_group_pool(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     in_frames = x.shape[2]
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    batch, channels, _, height, width = x.shape
+    if not first_frame:
+        group, remainder = divmod(in_frames, num_frames)
+        if remainder != 0 or group < 1:
+            raise ValueError(
+                f"cannot pool {in_frames} frames of a piece after frame 0 into {num_frames} causal frames: "
+                f"need {in_frames} = g * {num_frames} for an integer g >= 1"
+            )
+        return x.reshape(batch, channels, num_frames, group, height, width).mean(dim=3)
     if num_frames == 1:
         if in_frames != 1:
             raise ValueError(f"cannot pool {in_frames} frames into 1 causal frame; need exactly 1 input frame")
@@ -157,7 +167,6 @@ def temporal_group_pool(x: torch.Tensor, num_frames: int) -> torch.Tensor:
         )
     if group == 1:
         return x
-    batch, channels, _, height, width = x.shape
     rest = x[:, :, 1:].reshape(batch, channels, num_frames - 1, group, height, width).mean(dim=3)
     return torch.cat([x[:, :, :1], rest], dim=2)
 
@@ -465,13 +474,9 @@ class PyraTokQuantizationBlock(nn.Module):
         if self.lateral_pooling == "strided_conv":
             x = self._strided_lateral(features, grid, first_frame)  # (B, hidden, T', H_l, W_l)
         else:
-            if not first_frame:
-                # Pool with a stand-in for frame 0 and drop its output: the remaining groups are the frames the
-                # whole clip's pooling averages.
-                features = temporal_group_pool(torch.cat([features[:, :, :1], features], dim=2), frames + 1)[:, :, 1:]
             # Pooling before the 1×1×1 conv is exact (both linear, pooling weights sum to one) and costs
             # hidden_size / C_l fewer FLOPs on the large shallow taps.
-            x = spatial_avg_pool(temporal_group_pool(features, frames), (height, width))
+            x = spatial_avg_pool(temporal_group_pool(features, frames, first_frame), (height, width))
             x = self.lateral(x.to(self.lateral.weight.dtype))  # (B, hidden, T', H_l, W_l)
         if previous_codes is not None:
             if self.pyramid_link is None:

@@ -122,6 +122,10 @@ def test_temporal_group_pool_follows_causal_chunks():
     assert temporal_group_pool(x, 3).flatten().tolist() == [0.0, 2.5, 6.5]
     with pytest.raises(ValueError, match="8 frames"):
         temporal_group_pool(torch.zeros(1, 1, 8, 1, 1), 3)
+    # A later streamed piece (frames 1..8 of the same clip) pools into the whole clip's later latent frames.
+    assert temporal_group_pool(x[:, :, 1:], 2, first_frame=False).flatten().tolist() == [2.5, 6.5]
+    with pytest.raises(ValueError, match="7 frames of a piece after frame 0"):
+        temporal_group_pool(torch.zeros(1, 1, 7, 1, 1), 2, first_frame=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
