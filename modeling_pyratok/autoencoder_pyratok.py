@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -297,6 +297,41 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
     def decode_from_ids(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-level ids (as `encode_to_ids` returns) → video `(B, C, T, H, W)` in [-1, 1]."""
         return self.core.decode_latent(self.core.ids_to_latent(list(ids)))
+
+
+    def iter_encode_to_ids(
+        self, x: torch.Tensor | Iterable[torch.Tensor], text: TextInput = None, chunk_latent_frames: int = 1
+    ) -> Iterator[list[torch.Tensor]]:
+        """Streaming `encode_to_ids`: one causal piece at a time, with flat memory in the clip length.
+
+        Args:
+            x: a whole clip `(B, C, T, H, W)` (or images `(B, C, H, W)`) in [-1, 1], or an iterable of consecutive runs
+                of its frames `(B, C, t_i, H, W)`, consumed lazily (e.g. decoded from a file run by run).
+            text: optional prompt(s), encoded once for the whole stream.
+            chunk_latent_frames: latent frames per piece after the first.
+
+        Returns:
+            An iterator of per-level id lists `(B, t', H_l, W_l)`: latent frame 0 first, then pieces of
+            `chunk_latent_frames` latent frames; concatenated along `t'` they equal `encode_to_ids(whole clip)`.
+        """
+        pieces = self.core.iter_tokenize(x, text=text, chunk_latent_frames=chunk_latent_frames, name="x")
+        return (piece.ids for piece in pieces)
+
+    def iter_decode_from_ids(
+        self, ids: Sequence[torch.Tensor] | Iterable[Sequence[torch.Tensor]], chunk_latent_frames: int = 1
+    ) -> Iterator[torch.Tensor]:
+        """Streaming `decode_from_ids`: the decoder keeps its causal cache between pieces.
+
+        Args:
+            ids: a whole clip's per-level ids (cut here into latent frame 0, then pieces of `chunk_latent_frames`
+                latent frames), or an iterable of consecutive pieces' id lists, e.g. `iter_encode_to_ids`'s output.
+            chunk_latent_frames: latent frames per piece when cutting a whole clip's ids.
+
+        Returns:
+            An iterator over each piece's frames `(B, C, n, H, W)` in [-1, 1]; concatenated along time they equal
+            `decode_from_ids(whole ids)`.
+        """
+        return self.core.iter_detokenize(ids, chunk_latent_frames)
 
 
 __all__ = ["AutoencoderPyraTok"]

@@ -514,6 +514,95 @@ class PyraTokCore(nn.Module):
                 )
         return list(ids)
 
+    # ---- streaming (shared by PyraTokModel.iter_tokenize and AutoencoderPyraTok.iter_encode_to_ids) ----------------
+    def iter_tokenize(
+        self,
+        pixel_values: torch.Tensor | Iterable[torch.Tensor],
+        text: TextInput = None,
+        chunk_latent_frames: int = 1,
+        text_embeds: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        name: str = "pixel_values",
+    ) -> Iterator[PyraTokTokens]:
+        """Video (or runs of its frames) → `PyraTokTokens` one causal piece at a time.
+
+        Arguments and results as `PyraTokModel.iter_tokenize`; inputs are validated before this returns (a stream's
+        later runs as they arrive), and errors call the input `name`.
+        """
+        chunk_latent_frames = self.check_chunk_latent_frames(chunk_latent_frames)
+        if isinstance(pixel_values, torch.Tensor):
+            x, is_image = self.check_video(pixel_values, name)
+            features = self.backbone.iter_encode_features(x, chunk_latent_frames)
+        else:
+            runs = iter(pixel_values)
+            first = next(runs, None)
+            if first is None:
+                raise ValueError(f"{name} holds no frames")
+            x, is_image = self.check_frames(first, f"{name}[0]"), False
+            pieces = self.causal_pieces(itertools.chain([first], runs), chunk_latent_frames, name)
+            features = self.backbone.encode_feature_stream(pieces)
+        with torch.no_grad():
+            embeds, mask, present = self.text_condition(
+                x.shape[0], x.device, text, text_embeds=text_embeds, text_attention_mask=text_attention_mask
+            )
+        return self._stream_tokens(features, embeds, mask, present, is_image)
+
+    @torch.no_grad()
+    def _stream_tokens(self, features, embeds, mask, present, is_image: bool) -> Iterator[PyraTokTokens]:
+        for q, moments in self.quantize_stream(features, embeds, mask, present):
+            yield PyraTokTokens(ids=list(q.ids), latent_size=tuple(moments.shape[2:]), is_image=is_image)
+
+    def iter_detokenize(
+        self,
+        tokens: PyraTokTokens | Sequence[torch.Tensor] | Iterable[PyraTokTokens | Sequence[torch.Tensor]],
+        chunk_latent_frames: int = 1,
+    ) -> Iterator[torch.Tensor]:
+        """Tokens (a whole clip's, or a stream of pieces) → frames one piece at a time, the decoder keeping its cache.
+
+        Arguments and results as `PyraTokModel.iter_detokenize`.
+        """
+        chunk_latent_frames = self.check_chunk_latent_frames(chunk_latent_frames)
+        whole = isinstance(tokens, PyraTokTokens) or (
+            isinstance(tokens, list | tuple) and len(tokens) > 0 and all(isinstance(t, torch.Tensor) for t in tokens)
+        )
+        if whole:
+            ids = self.check_ids_layout(tokens.ids if isinstance(tokens, PyraTokTokens) else tokens)
+            is_image = isinstance(tokens, PyraTokTokens) and tokens.is_image
+            tokens = self._split_tokens(ids, is_image, chunk_latent_frames)
+        return self._stream_frames(tokens)
+
+    def _split_tokens(
+        self, ids: list[torch.Tensor], is_image: bool, chunk_latent_frames: int
+    ) -> Iterator[PyraTokTokens]:
+        frames, height, width = ids[0].shape[1:]
+        s0 = self.config.level_spatial_strides[0]
+        starts = [0] + list(range(1, frames, chunk_latent_frames))
+        for start, stop in zip(starts, starts[1:] + [frames], strict=True):
+            yield PyraTokTokens(
+                ids=[level_ids[:, start:stop] for level_ids in ids],
+                latent_size=(stop - start, height * s0, width * s0),
+                is_image=is_image,
+            )
+
+    @torch.no_grad()
+    def _stream_frames(self, pieces: Iterable[PyraTokTokens | Sequence[torch.Tensor]]) -> Iterator[torch.Tensor]:
+        is_image: list[bool] = []
+
+        def latents() -> Iterator[torch.Tensor]:
+            for piece in pieces:
+                is_image.append(isinstance(piece, PyraTokTokens) and piece.is_image)
+                ids = piece.ids if isinstance(piece, PyraTokTokens) else piece
+                if not isinstance(ids, list | tuple) or not ids or not all(isinstance(i, torch.Tensor) for i in ids):
+                    raise ValueError(f"a token piece must be PyraTokTokens or a list of id tensors, got {type(ids)}")
+                # Fuse one latent frame at a time: the fusion convs then see the same shapes however the tokens were
+                # cut, so every piece schedule decodes to bit-identical frames.
+                frames = [self.ids_to_latent([i[:, t : t + 1] for i in ids]) for t in range(ids[0].shape[1])]
+                yield torch.cat(frames, dim=2)
+
+        # iter_decode pulls one latent piece, then yields its frames: is_image[-1] is that piece's flag.
+        for video in self.backbone.iter_decode(latents()):
+            yield video[:, :, 0] if is_image[-1] else video
+
 
 def _is_pyratok_folder(name_or_path: str | os.PathLike, subfolder: str | None) -> bool:
     """Whether `name_or_path[/subfolder]` is a local folder holding a PyraTok (not a diffusers VAE) config."""
@@ -781,28 +870,7 @@ class PyraTokModel(PyraTokPreTrainedModel):
             latent frames (`temporal_chunk * chunk_latent_frames` input frames; the last may be shorter), each with
             ids `(B, t', H_l, W_l)` and `latent_size = (t', H', W')`.
         """
-        chunk_latent_frames = self.core.check_chunk_latent_frames(chunk_latent_frames)
-        if isinstance(pixel_values, torch.Tensor):
-            x, is_image = self.core.check_video(pixel_values)
-            features = self.core.backbone.iter_encode_features(x, chunk_latent_frames)
-        else:
-            runs = iter(pixel_values)
-            first = next(runs, None)
-            if first is None:
-                raise ValueError("pixel_values holds no frames")
-            x, is_image = self.core.check_frames(first, "pixel_values[0]"), False
-            pieces = self.core.causal_pieces(itertools.chain([first], runs), chunk_latent_frames)
-            features = self.core.backbone.encode_feature_stream(pieces)
-        with torch.no_grad():
-            embeds, mask, present = self.core.text_condition(
-                x.shape[0], x.device, text, text_embeds=text_embeds, text_attention_mask=text_attention_mask
-            )
-        return self._stream_tokens(features, embeds, mask, present, is_image)
-
-    @torch.no_grad()
-    def _stream_tokens(self, features, embeds, mask, present, is_image: bool) -> Iterator[PyraTokTokens]:
-        for q, moments in self.core.quantize_stream(features, embeds, mask, present):
-            yield PyraTokTokens(ids=list(q.ids), latent_size=tuple(moments.shape[2:]), is_image=is_image)
+        return self.core.iter_tokenize(pixel_values, text, chunk_latent_frames, text_embeds, text_attention_mask)
 
     def iter_detokenize(
         self,
@@ -823,47 +891,7 @@ class PyraTokModel(PyraTokPreTrainedModel):
             latent frame → `temporal_chunk` frames; `(B, 3, H, W)` for image tokens); concatenated along time they
             equal `detokenize(whole tokens)`.
         """
-        chunk_latent_frames = self.core.check_chunk_latent_frames(chunk_latent_frames)
-        whole = isinstance(tokens, PyraTokTokens) or (
-            isinstance(tokens, list | tuple) and len(tokens) > 0 and all(isinstance(t, torch.Tensor) for t in tokens)
-        )
-        if whole:
-            ids = self.core.check_ids_layout(tokens.ids if isinstance(tokens, PyraTokTokens) else tokens)
-            is_image = isinstance(tokens, PyraTokTokens) and tokens.is_image
-            tokens = self._split_tokens(ids, is_image, chunk_latent_frames)
-        return self._stream_frames(tokens)
-
-    def _split_tokens(
-        self, ids: list[torch.Tensor], is_image: bool, chunk_latent_frames: int
-    ) -> Iterator[PyraTokTokens]:
-        frames, height, width = ids[0].shape[1:]
-        s0 = self.config.level_spatial_strides[0]
-        starts = [0] + list(range(1, frames, chunk_latent_frames))
-        for start, stop in zip(starts, starts[1:] + [frames], strict=True):
-            yield PyraTokTokens(
-                ids=[level_ids[:, start:stop] for level_ids in ids],
-                latent_size=(stop - start, height * s0, width * s0),
-                is_image=is_image,
-            )
-
-    @torch.no_grad()
-    def _stream_frames(self, pieces: Iterable[PyraTokTokens | Sequence[torch.Tensor]]) -> Iterator[torch.Tensor]:
-        is_image: list[bool] = []
-
-        def latents() -> Iterator[torch.Tensor]:
-            for piece in pieces:
-                is_image.append(isinstance(piece, PyraTokTokens) and piece.is_image)
-                ids = piece.ids if isinstance(piece, PyraTokTokens) else piece
-                if not isinstance(ids, list | tuple) or not ids or not all(isinstance(i, torch.Tensor) for i in ids):
-                    raise ValueError(f"a token piece must be PyraTokTokens or a list of id tensors, got {type(ids)}")
-                # Fuse one latent frame at a time: the fusion convs then see the same shapes however the tokens were
-                # cut, so every piece schedule decodes to bit-identical frames.
-                frames = [self.core.ids_to_latent([i[:, t : t + 1] for i in ids]) for t in range(ids[0].shape[1])]
-                yield torch.cat(frames, dim=2)
-
-        # iter_decode pulls one latent piece, then yields its frames: is_image[-1] is that piece's flag.
-        for video in self.core.backbone.iter_decode(latents()):
-            yield video[:, :, 0] if is_image[-1] else video
+        return self.core.iter_detokenize(tokens, chunk_latent_frames)
 
     def bits_per_pixel(self, height: int, width: int, num_frames: int) -> float:
         """Token bits per input pixel of a clip of this size (all levels)."""

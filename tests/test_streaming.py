@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from modeling_pyratok import PyraTokModel, PyraTokTokens
+from modeling_pyratok import AutoencoderPyraTok, PyraTokModel, PyraTokTokens
 from modeling_pyratok.backbone_pyratok import PyraTokBackbone, encoder_stage_taps
 from modeling_pyratok.text_encoder_pyratok import PyraTokTextEncoder
 from tests.conftest import activate_text_attention, make_video, tiny_config
@@ -279,3 +279,41 @@ def test_bad_runs_raise_when_reached(model):
     bad = [itertools.islice(tokens.ids, 4)]  # a piece that is neither PyraTokTokens nor a list of tensors
     with pytest.raises(ValueError, match="token piece"):
         list(model.iter_detokenize(bad))
+
+
+# ---- diffusers class ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vae(model) -> AutoencoderPyraTok:
+    """The `model` fixture's weights (text attention active, random LoRA) as the diffusers class."""
+    vae = AutoencoderPyraTok(**model.config.to_init_kwargs()).eval()
+    vae.load_state_dict(model.state_dict())
+    return vae
+
+
+@pytest.mark.parametrize("frames", (1, 13))
+def test_autoencoder_streams_ids_and_frames_exactly(vae, frames):
+    clip = make_video(frames=frames, seed=frames)
+    whole = vae.encode_to_ids(clip, text="a red square jumps")
+    for k in (1, 2):
+        pieces = list(vae.iter_encode_to_ids(clip, text="a red square jumps", chunk_latent_frames=k))
+        assert all(isinstance(p, list) and len(p) == len(whole) for p in pieces)
+        assert all(torch.equal(torch.cat(level, dim=1), w) for level, w in zip(zip(*pieces), whole, strict=True))
+    decoded = vae.decode_from_ids(whole)
+    streamed = list(vae.iter_decode_from_ids(whole))
+    assert [v.shape[2] for v in streamed] == [1] + [4] * (whole[0].shape[1] - 1)
+    assert torch.allclose(torch.cat(streamed, dim=2), decoded, atol=1e-5)
+    # A stream of pieces, decoded as it is produced, from runs of frames as a file reader yields them.
+    runs = iter(clip.split([1] * frames, dim=2))
+    pieces = vae.iter_encode_to_ids(runs, text="a red square jumps", chunk_latent_frames=2)
+    assert torch.allclose(torch.cat(list(vae.iter_decode_from_ids(pieces)), dim=2), decoded, atol=1e-5)
+
+
+def test_autoencoder_stream_errors_name_its_input(vae):
+    with pytest.raises(ValueError, match=r"x has T=6"):
+        vae.iter_encode_to_ids(make_video(frames=6))
+    with pytest.raises(ValueError, match=r"x\[1\]"):
+        list(vae.iter_encode_to_ids(iter([make_video(frames=1), make_video(frames=4) * 2])))
+    with pytest.raises(ValueError, match="4 id tensors"):
+        vae.iter_decode_from_ids([torch.zeros(1, 1, 8, 8, dtype=torch.long)])
