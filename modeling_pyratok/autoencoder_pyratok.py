@@ -298,7 +298,6 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
         """Per-level ids (as `encode_to_ids` returns) → video `(B, C, T, H, W)` in [-1, 1]."""
         return self.core.decode_latent(self.core.ids_to_latent(list(ids)))
 
-
     def iter_encode_to_ids(
         self, x: torch.Tensor | Iterable[torch.Tensor], text: TextInput = None, chunk_latent_frames: int = 1
     ) -> Iterator[list[torch.Tensor]]:
