@@ -1,7 +1,8 @@
 """One config object for a training run: a YAML recipe plus `--key value` command-line overrides.
 
-Every knob of `training/train.py` is a field here (nanoGPT-style: defaults → recipe file → command line). Model
-fields live in `PyraTokConfig` (`model_preset` + `model_overrides`), data fields in `VideoDataConfig` (`data`).
+Every knob of `training/train.py` is a field here (nanoGPT-style: defaults → recipe file, over the recipe its `base:`
+names → command line). Model fields live in `PyraTokConfig` (`model_preset` + `model_overrides`), data fields in
+`VideoDataConfig` (`data`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from training.optimization import BACKBONE_INITS, LR_SCALINGS
 TASKS = ("pyratok", "backbone_vae")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+BASE_KEY = "base"  # a recipe's parent recipe file (`load_recipe`)
 
 
 @dataclass
@@ -193,13 +195,9 @@ class TrainConfig:
     # ---- loading ------------------------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
-        """Read a recipe, then apply `--key value` overrides (e.g. `--data.batch_size 4`)."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"training config {str(path)!r} does not exist")
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: a recipe is a YAML mapping of field: value, got {type(raw).__name__}")
+        """Read a recipe (resolving its `base:` chain, see `load_recipe`), then apply `--key value` overrides
+        (e.g. `--data.batch_size 4`)."""
+        raw = load_recipe(path)
         apply_overrides(raw, parse_overrides(overrides or []))
         return cls.from_dict(raw, source=str(path))
 
@@ -213,6 +211,48 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """A recipe file as one mapping, with its `base:` recipe (and that one's base, ...) merged underneath.
+
+    `base: other.yaml` (a path relative to the recipe's own folder, or absolute) starts from `other.yaml`'s fields;
+    the recipe's own fields win, and nested mappings (`data`, `model_overrides`, ...) merge key by key, so a recipe
+    names only what it changes (`data: {resolutions: [[64, 64]]}` keeps the base's `data_files`). Lists and
+    scalars replace the base's value whole. Like mmengine's `_base_` or OmegaConf's merge, without their extras.
+    """
+    return _load_recipe(os.path.abspath(path), chain=())
+
+
+def _load_recipe(path: str, chain: tuple[str, ...]) -> dict[str, Any]:
+    if path in chain:
+        cycle = " -> ".join(os.path.basename(p) for p in (*chain, path))
+        raise ValueError(f"recipe base chain loops: {cycle}")
+    if not os.path.isfile(path):
+        named_by = f" (the base of {chain[-1]!r})" if chain else ""
+        raise FileNotFoundError(f"training config {path!r}{named_by} does not exist")
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a recipe is a YAML mapping of field: value, got {type(raw).__name__}")
+    base = raw.pop(BASE_KEY, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(f"{path}: `{BASE_KEY}:` must name one recipe file, got {base!r}")
+    base_path = os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(base)))
+    return merge_recipes(_load_recipe(base_path, (*chain, path)), raw)
+
+
+def merge_recipes(base: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+    """`recipe` over `base`: mappings merge recursively, every other value replaces the base's (inputs untouched)."""
+    merged = copy.deepcopy(base)
+    for key, value in recipe.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_recipes(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def parse_overrides(argv: list[str]) -> dict[str, Any]:
@@ -251,4 +291,4 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
         node[leaf] = value
 
 
-__all__ = ["TrainConfig", "apply_overrides", "parse_overrides"]
+__all__ = ["TrainConfig", "apply_overrides", "load_recipe", "merge_recipes", "parse_overrides"]

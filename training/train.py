@@ -23,6 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+import yaml
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
@@ -366,8 +367,16 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "(dotted for nested mappings: --data.batch_size 4, --model_overrides.hidden_size 64)."
     )
     parser.add_argument("--config", required=True, help="recipe YAML, e.g. training/configs/tiny-cpu.yaml")
+    parser.add_argument(
+        "--print_config", action="store_true",
+        help="print the resolved recipe (its `base:` chain merged, overrides applied) as YAML and exit",
+    )
     args, overrides = parser.parse_known_args(argv)
-    return TrainConfig.from_yaml(args.config, overrides)
+    config = TrainConfig.from_yaml(args.config, overrides)
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        raise SystemExit(0)
+    return config
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,138 @@
+"""Recipe files: the `base:` key (a recipe over its parent recipe), `--print_config`, and the shipped recipe chain."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training.config import TrainConfig, load_recipe, merge_recipes
+from training.train import parse_args
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+
+BASE = """
+task: backbone_vae
+model_preset: small
+model_overrides: {lora_rank: 0, latent_loss_weight: 10.0}
+data:
+  data_files: [shards/train/*.tar]
+  num_frames: [1, 5, 17]
+  resolutions: [[32, 32]]
+  batch_size: 8
+output_dir: out/base
+max_train_steps: 100
+learning_rate: 3.0e-4
+seed: 0
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_base_merges_mappings_key_by_key_and_replaces_everything_else(tmp_path):
+    write(tmp_path / "base.yaml", BASE)
+    # The base path is relative to the recipe's own folder, not to the working directory.
+    child = write(tmp_path / "phases" / "child.yaml", """
+base: ../base.yaml
+model_overrides: {latent_loss_weight: 3.0}
+data:
+  num_frames: [5]
+  resolutions: [[64, 64]]
+output_dir: out/child
+seed: null
+""")
+    grandchild = write(tmp_path / "phases" / "grandchild.yaml", "base: child.yaml\nmax_train_steps: 7\n")
+
+    config = TrainConfig.from_yaml(child)
+    assert config.data == {"data_files": ["shards/train/*.tar"], "num_frames": [5], "resolutions": [[64, 64]],
+                           "batch_size": 8}  # the base's data_files and batch_size kept; the two lists replaced whole
+    assert config.model_overrides == {"lora_rank": 0, "latent_loss_weight": 3.0}
+    assert (config.output_dir, config.max_train_steps, config.learning_rate) == ("out/child", 100, 3.0e-4)
+    assert config.seed is None  # an explicit null replaces the base's value too
+
+    deeper = TrainConfig.from_yaml(grandchild, ["--data.batch_size", "2"])  # overrides apply after the chain
+    assert deeper.max_train_steps == 7 and deeper.output_dir == "out/child"
+    assert deeper.data["resolutions"] == [[64, 64]] and deeper.data["batch_size"] == 2
+    assert "base" not in load_recipe(grandchild)
+
+
+def test_merge_recipes_leaves_its_inputs_alone():
+    base = {"data": {"num_frames": [1, 5], "batch_size": 8}, "seed": 0}
+    recipe = {"data": {"batch_size": 2}}
+    merged = merge_recipes(base, recipe)
+    merged["data"]["num_frames"].append(17)
+    assert base == {"data": {"num_frames": [1, 5], "batch_size": 8}, "seed": 0}
+    assert recipe == {"data": {"batch_size": 2}}
+    assert merged == {"data": {"num_frames": [1, 5, 17], "batch_size": 2}, "seed": 0}
+
+
+def test_bad_base_chains_say_what_is_wrong(tmp_path):
+    missing = write(tmp_path / "missing.yaml", "base: nowhere.yaml\nseed: 1\n")
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.yaml.*the base of .*missing\.yaml"):
+        load_recipe(missing)
+
+    write(tmp_path / "a.yaml", "base: b.yaml\nseed: 1\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\nseed: 2\n")
+    with pytest.raises(ValueError, match=r"loops: a\.yaml -> b\.yaml -> a\.yaml"):
+        load_recipe(tmp_path / "a.yaml")
+    itself = write(tmp_path / "self.yaml", "base: self.yaml\n")
+    with pytest.raises(ValueError, match="loops"):
+        load_recipe(itself)
+
+    for bad in ("[a.yaml, b.yaml]", "''", "3"):
+        recipe = write(tmp_path / "bad.yaml", f"base: {bad}\nseed: 1\n")
+        with pytest.raises(ValueError, match="must name one recipe file"):
+            load_recipe(recipe)
+
+    write(tmp_path / "list.yaml", "- 1\n- 2\n")
+    child_of_list = write(tmp_path / "child_of_list.yaml", "base: list.yaml\n")
+    with pytest.raises(ValueError, match="a recipe is a YAML mapping"):
+        load_recipe(child_of_list)
+    # A base's unknown field is caught like the recipe's own.
+    write(tmp_path / "typo.yaml", BASE + "learnig_rate: 1.0\n")
+    with pytest.raises(ValueError, match=r"unknown training config fields \['learnig_rate'\]"):
+        TrainConfig.from_yaml(write(tmp_path / "child_of_typo.yaml", "base: typo.yaml\n"))
+
+
+def test_print_config_prints_the_resolved_recipe_and_exits(tmp_path, capsys):
+    write(tmp_path / "base.yaml", BASE)
+    child = write(tmp_path / "child.yaml", "base: base.yaml\ndata: {resolutions: [[64, 64]]}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--config", str(child), "--print_config", "--seed", "4"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert "base" not in printed
+    assert printed == TrainConfig.from_yaml(child, ["--seed", "4"]).to_dict()
+    assert printed["data"]["data_files"] == ["shards/train/*.tar"] and printed["seed"] == 4
+    # Without the flag the same command line is a training config.
+    assert parse_args(["--config", str(child), "--seed", "4"]).to_dict() == printed
+
+
+def test_shipped_backbone_phases_resolve_to_the_recipes_results_md_measured():
+    """The progressive backbone's phases are short files over their parents: each must still resolve to the run
+    that produced the default checkpoint's backbone (fields as in that run's train_config.json)."""
+    phase = "out/tiny-cpu-backbone-{}/final"
+    expected = {  # phase → (init_from, resolution, steps, fan_in_lr, learning_rate, chroma, sample posterior, seed)
+        "tiny-cpu-backbone-32px": (None, 32, 2500, 0.03, 3e-4, 0.0, True, 0),
+        "tiny-cpu-backbone-64px": (phase.format("32px"), 64, 400, 0.01, 1e-4, 0.0, True, 0),
+        "tiny-cpu-backbone-colour-32px": (phase.format("64px"), 32, 1000, 0.02, 2e-4, 4.0, True, 0),
+        "tiny-cpu-backbone-colour-64px": (phase.format("colour-32px"), 64, 300, 0.01, 1e-4, 4.0, True, 0),
+        "tiny-cpu-backbone-refine-32px": (phase.format("colour-64px"), 32, 2000, 0.02, 2e-4, 4.0, False, 1),
+        "tiny-cpu-backbone-refine-64px": (phase.format("refine-32px"), 64, 300, 0.01, 1e-4, 4.0, False, 1),
+    }
+    for name, (init_from, size, steps, fan_in_lr, lr, chroma, sample, seed) in expected.items():
+        config = TrainConfig.from_yaml(CONFIGS / f"{name}.yaml")
+        got = (config.init_from, config.data["resolutions"], config.validation_data["resolutions"],
+               config.max_train_steps, config.fan_in_lr, config.learning_rate, config.recon_chroma_weight,
+               config.vae_sample_posterior, config.seed, config.output_dir)
+        assert got == (init_from, [[size, size]], [[size, size]], steps, fan_in_lr, lr, chroma, sample, seed,
+                       f"out/{name}"), name
+        assert config.task == "backbone_vae" and config.lr_scaling == "fan_in"
+        assert config.data["num_frames"] == [1, 5, 17] and config.validation_data["num_frames"] == [17]
+        assert config.backbone_init == ("zero_bias_residual" if init_from is None else "default")
+    # The default's stage 2 reads phase 6's output.
+    assert TrainConfig.from_yaml(CONFIGS / "tiny-cpu.yaml").backbone_name_or_path == (
+        "out/tiny-cpu-backbone-refine-64px/final")
