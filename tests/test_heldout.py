@@ -3,12 +3,14 @@
 import math
 from types import SimpleNamespace
 
+import datasets
 import pytest
 import torch
 from diffusers import AutoencoderKLWan
 from torch import nn
 
 from modeling_pyratok.configuration_pyratok import PRESETS
+from training.data import VideoClipStream, VideoDataConfig
 from training.heldout import chroma, evaluate_reconstruction, psnr_by_chunk, temporal_factor
 
 
@@ -45,6 +47,13 @@ def test_validation_reports_the_chunks_apart():
     assert evaluate_reconstruction(LaterChunksOff(), rest, num_batches=None, device=torch.device("cpu"))["clips"] == 3
     with pytest.raises(ValueError, match="no batches"):
         evaluate_reconstruction(LaterChunksOff(), iter([]), num_batches=None, device=torch.device("cpu"))
+    # The trainer's stream never ends: without a batch count the pass would hang, so it is refused up front.
+    endless = VideoClipStream(
+        VideoDataConfig(data_files=["unused/*.tar"], num_frames=[5], resolutions=[[16, 16]], batch_size=1),
+        dataset=datasets.IterableDataset.from_generator(lambda: iter([])),
+    )
+    with pytest.raises(ValueError, match="repeats its data forever"):
+        evaluate_reconstruction(LaterChunksOff(), endless, num_batches=None, device=torch.device("cpu"))
 
 
 def test_chroma_is_zero_for_grey_and_the_mean_colour_distance_otherwise():

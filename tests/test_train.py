@@ -241,6 +241,8 @@ def test_overrides_and_bad_fields():
     bad_overrides = {  # override → what the error must name
         ("--learnig_rate", "1"): "unknown training config fields",
         ("--max_train_steps", "0"): "max_train_steps",
+        ("--num_validation_batches", "null"): "num_validation_batches",  # would validate forever
+        ("--num_validation_batches", "0"): "num_validation_batches",
         ("--task", "gan"): "task",
         ("--lr_scaling", "sqrt"): "lr_scaling",
         ("--fan_in_lr", "0"): "fan_in_lr",

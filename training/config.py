@@ -150,6 +150,8 @@ class TrainConfig:
             "logging_steps": self.logging_steps,
             "checkpointing_steps": self.checkpointing_steps,
             "max_ar_tokens": self.max_ar_tokens,
+            # The validation stream repeats forever, so a batch count is what ends a validation pass.
+            "num_validation_batches": self.num_validation_batches,
         }
         bad = {k: v for k, v in positive.items() if not isinstance(v, int) or v < 1}
         if bad:

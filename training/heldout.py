@@ -11,6 +11,7 @@ import torch
 
 from modeling_pyratok import PyraTokModel
 
+from .data import VideoClipStream
 from .losses import colour_deviation, psnr, ssim
 
 
@@ -106,8 +107,9 @@ def psnr_by_chunk(squared_error: torch.Tensor, counts: torch.Tensor, chunk: int)
 def evaluate_reconstruction(
     model: torch.nn.Module, stream: Iterable[dict], num_batches: int | None, device: torch.device
 ) -> dict:
-    """Mean PSNR (dB) / SSIM over clips of `num_batches` batches of `stream` (every batch if None); a batch holds
-    `pixel_values` `(B, 3, T, H, W)` in [-1, 1] (data range 2) and `captions`.
+    """Mean PSNR (dB) / SSIM over clips of `num_batches` batches of `stream` (every batch of a finite stream if None;
+    an endless `VideoClipStream` needs a count); a batch holds `pixel_values` `(B, 3, T, H, W)` in [-1, 1] (data
+    range 2) and `captions`.
 
     Also the PSNR of frame 0 and of each causal chunk after it (`psnr_frames_1-4`, ...; MSE pooled over clips): a
     backbone trained on short clips can lose quality in chunks it never saw; and `chroma` of the reconstructions
@@ -115,6 +117,11 @@ def evaluate_reconstruction(
     `PyraTokModel` also: per-level code usage and bits per pixel; captions are passed as prompts. Any other module
     is treated as a diffusers KL VAE (posterior mode, no sampling).
     """
+    if num_batches is None and isinstance(stream, VideoClipStream):
+        raise ValueError(
+            "evaluate_reconstruction: a VideoClipStream repeats its data forever, so num_batches=None would never "
+            "end; pass the number of batches to score"
+        )
     psnrs, ssims, chromas, level_ids, bpp = [], [], [], None, None
     frame_error, frame_count = torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     for batch in itertools.islice(stream, num_batches):
