@@ -122,6 +122,7 @@ def test_shipped_backbone_phases_resolve_to_the_recipes_results_md_measured():
         "tiny-cpu-backbone-colour-64px": (phase.format("colour-32px"), 64, 300, 0.01, 1e-4, 4.0, True, 0),
         "tiny-cpu-backbone-refine-32px": (phase.format("colour-64px"), 32, 2000, 0.02, 2e-4, 4.0, False, 1),
         "tiny-cpu-backbone-refine-64px": (phase.format("refine-32px"), 64, 300, 0.01, 1e-4, 4.0, False, 1),
+        "tiny-cpu-backbone-long-32px": (phase.format("refine-64px"), 32, 900, 0.01, 1e-4, 4.0, False, 3),
     }
     for name, (init_from, size, steps, fan_in_lr, lr, chroma, sample, seed) in expected.items():
         config = TrainConfig.from_yaml(CONFIGS / f"{name}.yaml")
@@ -131,8 +132,12 @@ def test_shipped_backbone_phases_resolve_to_the_recipes_results_md_measured():
         assert got == (init_from, [[size, size]], [[size, size]], steps, fan_in_lr, lr, chroma, sample, seed,
                        f"out/{name}"), name
         assert config.task == "backbone_vae" and config.lr_scaling == "fan_in"
-        assert config.data["num_frames"] == [1, 5, 17] and config.validation_data["num_frames"] == [17]
+        if name == "tiny-cpu-backbone-long-32px":  # phase 7: 49-frame clips from their own shards, batch 4
+            assert config.data["num_frames"] == config.validation_data["num_frames"] == [49]
+            assert config.data["data_files"] == ["data/procedural49/train/*.tar"] and config.data["batch_size"] == 4
+        else:
+            assert config.data["num_frames"] == [1, 5, 17] and config.validation_data["num_frames"] == [17]
         assert config.backbone_init == ("zero_bias_residual" if init_from is None else "default")
-    # The default's stage 2 reads phase 6's output.
+    # The default's stage 2 reads phase 7's output.
     assert TrainConfig.from_yaml(CONFIGS / "tiny-cpu.yaml").backbone_name_or_path == (
-        "out/tiny-cpu-backbone-refine-64px/final")
+        "out/tiny-cpu-backbone-long-32px/final")
