@@ -258,3 +258,30 @@ def test_overrides_and_bad_fields():
         TrainConfig.from_yaml("nope.yaml")
     with pytest.raises(ValueError, match="--key value"):
         parse_overrides(["batch_size", "3"])
+
+
+def test_exponent_floats_without_a_dot_are_floats_in_recipes_and_overrides(tmp_path):
+    # PyYAML follows YAML 1.1, where `1e-4` is the string "1e-4"; it reached AdamW as a string and failed as a
+    # TypeError on `str <= int`.
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data: {data_files: [shards/*.tar]}\nlearning_rate: 2e-4\nvae_kl_weight: 1E-6\n")
+    config = TrainConfig.from_yaml(recipe)
+    assert (config.learning_rate, config.vae_kl_weight) == (2e-4, 1e-6)
+    overrides = ["--learning_rate", "1e-4", "--fan_in_lr=3E-2", "--adam_epsilon", "-1e-9"]
+    config = TrainConfig.from_yaml(RECIPES[0], overrides)
+    assert (config.learning_rate, config.fan_in_lr, config.adam_epsilon) == (1e-4, 3e-2, -1e-9)
+    assert parse_overrides(["--output_dir", "1e", "--seed", "7"]) == {"output_dir": "1e", "seed": 7}
+
+
+def test_fields_of_the_wrong_type_are_named():
+    recipe = RECIPES[0]
+    with pytest.raises(ValueError, match=r"learning_rate='fast' \(expected float\)"):
+        TrainConfig.from_yaml(recipe, ["--learning_rate", "fast"])
+    with pytest.raises(ValueError, match=r"max_train_steps=2.5 \(expected int\)"):
+        TrainConfig.from_yaml(recipe, ["--max_train_steps", "2.5"])
+    with pytest.raises(ValueError, match="progress_bar='sometimes'"):
+        TrainConfig.from_yaml(recipe, ["--progress_bar", "sometimes"])
+    with pytest.raises(ValueError, match="seed=True"):  # a bool is an int in Python, not a seed
+        TrainConfig.from_yaml(recipe, ["--seed", "true"])
+    config = TrainConfig.from_yaml(recipe, ["--learning_rate", "1", "--checkpoints_total_limit", "null"])
+    assert config.learning_rate == 1 and config.checkpoints_total_limit is None  # an int is a valid float

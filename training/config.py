@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,34 @@ TASKS = ("pyratok", "backbone_vae")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 BASE_KEY = "base"  # a recipe's parent recipe file (`load_recipe`)
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that also reads exponent floats without a dot (`1e-4`, `3E5`) as floats, as YAML 1.2 does.
+
+    PyYAML implements YAML 1.1, whose float pattern needs a dot, so `learning_rate: 1e-4` (or `--learning_rate 1e-4`)
+    would otherwise arrive as the string `"1e-4"`.
+    """
+
+
+# The YAML 1.2 core schema's float forms (https://yaml.org/spec/1.2.2/#1023-core-schema), plus 1.1's `_` separators.
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text_or_stream: Any) -> Any:
+    """Parse YAML with `RecipeLoader` (safe, exponent floats as floats)."""
+    return yaml.load(text_or_stream, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
 
 
 @dataclass
@@ -138,6 +167,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        self._check_field_types()
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r}; expected one of {TASKS}")
         if self.lr_scheduler not in SCHEDULERS:
@@ -194,6 +224,26 @@ class TrainConfig:
         if not self.data:
             raise ValueError("data is empty: give at least data.data_files or data.dataset_name")
 
+    def _check_field_types(self) -> None:
+        """Numbers, flags and names must have their field's type: a quoted `"1e-4"` or `learning_rate: fast` is
+        named here rather than failing later inside the optimizer."""
+        expected = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
+        wrong = []
+        for f in dataclasses.fields(self):
+            annotation = str(f.type).replace(" ", "")
+            optional = annotation.endswith("|None")
+            kinds = expected.get(annotation.removesuffix("|None"))
+            if kinds is None:
+                continue
+            value = getattr(self, f.name)
+            if value is None and optional:
+                continue
+            is_bool = isinstance(value, bool)
+            if not isinstance(value, kinds) or (is_bool and bool not in kinds):
+                wrong.append(f"{f.name}={value!r} (expected {annotation.replace('|', ' | ')})")
+        if wrong:
+            raise ValueError("training config fields of the wrong type: " + "; ".join(wrong))
+
     # ---- loading ------------------------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
@@ -234,7 +284,7 @@ def _load_recipe(path: str, chain: tuple[str, ...]) -> dict[str, Any]:
         named_by = f" (the base of {chain[-1]!r})" if chain else ""
         raise FileNotFoundError(f"training config {path!r}{named_by} does not exist")
     with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+        raw = load_yaml(f) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a recipe is a YAML mapping of field: value, got {type(raw).__name__}")
     base = raw.pop(BASE_KEY, None)
@@ -274,7 +324,7 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
                 raise ValueError(f"--{key} has no value")
             value = argv[i + 1]
             i += 2
-        out[key.replace("-", "_")] = yaml.safe_load(value)
+        out[key.replace("-", "_")] = load_yaml(value)
     return out
 
 
@@ -293,4 +343,12 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
         node[leaf] = value
 
 
-__all__ = ["TrainConfig", "apply_overrides", "load_recipe", "merge_recipes", "parse_overrides"]
+__all__ = [
+    "RecipeLoader",
+    "TrainConfig",
+    "apply_overrides",
+    "load_recipe",
+    "load_yaml",
+    "merge_recipes",
+    "parse_overrides",
+]
