@@ -140,7 +140,6 @@ class PyraTokBackbone(nn.Module):
     ):
         super().__init__()
         self.vae = AutoencoderKLWan(**backbone_config)
-        self.vae.requires_grad_(False)
         self.lora_rank = lora_rank
         if lora_rank > 0:
             lora_config = LoraConfig(
@@ -152,6 +151,17 @@ class PyraTokBackbone(nn.Module):
             )
             lora_config._register_custom_module({WanCausalConv3d: PyraTokLoraCausalConv3d})
             inject_adapter_in_model(lora_config, self.vae.encoder, adapter_name=LORA_ADAPTER_NAME)
+        self.freeze_pretrained()
+
+    def freeze_pretrained(self) -> None:
+        """`requires_grad=False` on every pretrained Wan weight, `True` on the LoRA adapters.
+
+        Called at construction, and again by `PyraTokModel.from_pretrained`: transformers materialises loaded weights
+        as new parameters (default `requires_grad=True`), which would otherwise fine-tune the backbone the paper keeps
+        frozen whenever training starts from a saved checkpoint.
+        """
+        for name, param in self.vae.named_parameters():
+            param.requires_grad_("lora_" in name)
 
     @property
     def z_dim(self) -> int:

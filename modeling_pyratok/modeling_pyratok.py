@@ -682,6 +682,7 @@ class PyraTokModel(PyraTokPreTrainedModel):
                     bad["mismatched_keys"],
                 )
             )
+        model.core.backbone.freeze_pretrained()
         return (model, info) if want_info else model
 
     def load_pretrained_backbone(
