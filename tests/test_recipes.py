@@ -22,6 +22,7 @@ data:
 output_dir: out/base
 max_train_steps: 100
 learning_rate: 3.0e-4
+checkpoints_total_limit: 2
 seed: 0
 """
 
@@ -42,7 +43,7 @@ data:
   num_frames: [5]
   resolutions: [[64, 64]]
 output_dir: out/child
-seed: null
+checkpoints_total_limit: null
 """)
     grandchild = write(tmp_path / "phases" / "grandchild.yaml", "base: child.yaml\nmax_train_steps: 7\n")
 
@@ -51,7 +52,7 @@ seed: null
                            "batch_size": 8}  # the base's data_files and batch_size kept; the two lists replaced whole
     assert config.model_overrides == {"lora_rank": 0, "latent_loss_weight": 3.0}
     assert (config.output_dir, config.max_train_steps, config.learning_rate) == ("out/child", 100, 3.0e-4)
-    assert config.seed is None  # an explicit null replaces the base's value too
+    assert config.checkpoints_total_limit is None  # an explicit null replaces the base's value too
 
     deeper = TrainConfig.from_yaml(grandchild, ["--data.batch_size", "2"])  # overrides apply after the chain
     assert deeper.max_train_steps == 7 and deeper.output_dir == "out/child"

@@ -242,6 +242,17 @@ def test_a_run_from_a_saved_checkpoint_keeps_its_backbone_frozen(shards, tmp_pat
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("core.quantizer."))
 
 
+def test_init_from_applies_the_recipes_model_overrides_and_refuses_another_architecture(shards, tmp_path):
+    _, model = build_objective(tiny_run(shards, tmp_path / "fresh"))
+    model.save_pretrained(tmp_path / "saved")
+    AcceleratorState._reset_state(True)
+    start = {"init_from": str(tmp_path / "saved")}
+    _, loaded = build_objective(tiny_run(shards, tmp_path / "a", **start, model_overrides={"text_dropout": 1.0}))
+    assert loaded.config.text_dropout == 1.0 and model.config.text_dropout != 1.0  # not silently the checkpoint's
+    with pytest.raises(ValueError, match="does not match the model built from its config"):
+        build_objective(tiny_run(shards, tmp_path / "b", **start, model_overrides={"codebook_dim": 8}))
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_shipped_recipes_parse(recipe):
     config = TrainConfig.from_yaml(recipe)

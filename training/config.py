@@ -62,9 +62,10 @@ class TrainConfig:
             checkpoint gets a backbone when no pretrained Wan weights are reachable).
         model_preset, model_overrides: `PyraTokConfig.from_preset(model_preset, **model_overrides)`.
         init_from: Weights to start from instead of a fresh model: for `"pyratok"` a PyraTok checkpoint (folder or
-            Hub id); for `"backbone_vae"` a diffusers `AutoencoderKLWan` (folder or Hub id, `backbone_subfolder`
-            inside it), e.g. an earlier phase's `final` folder or Wan's own VAE to fine-tune; its architecture
-            must match the preset's backbone.
+            Hub id), built from its own config with `model_overrides` applied on top (`model_preset` unused; an
+            override that changes the architecture is an error); for `"backbone_vae"` a diffusers `AutoencoderKLWan`
+            (folder or Hub id, `backbone_subfolder` inside it), e.g. an earlier phase's `final` folder or Wan's own
+            VAE to fine-tune; its architecture must match the preset's backbone.
         backbone_name_or_path, backbone_subfolder: Pretrained `AutoencoderKLWan` weights for the frozen backbone, or
             a local PyraTok checkpoint folder whose frozen backbone to reuse (default: the model config's). `"none"`
             keeps the random backbone (tests only).

@@ -54,7 +54,9 @@ def build_pyratok_model(config: TrainConfig) -> PyraTokModel:
     """A fresh PyraTok (or `init_from`), with the pretrained backbone copied in unless `backbone_name_or_path` is
     `"none"`."""
     if config.init_from:
-        return PyraTokModel.from_pretrained(config.init_from).train()
+        # The checkpoint's own config with the recipe's model_overrides on top, as `from_pretrained(path, **kwargs)`
+        # overrides config fields; one that changes the architecture fails to load, naming the weights it moves.
+        return PyraTokModel.from_pretrained(config.init_from, **config.model_overrides).train()
     model_config = build_model_config(config)
     source = config.backbone_name_or_path or model_config.backbone_name_or_path
     if source and source != "none":
