@@ -68,7 +68,8 @@ class TrainConfig:
             VAE to fine-tune; its architecture must match the preset's backbone.
         backbone_name_or_path, backbone_subfolder: Pretrained `AutoencoderKLWan` weights for the frozen backbone, or
             a local PyraTok checkpoint folder whose frozen backbone to reuse (default: the model config's). `"none"`
-            keeps the random backbone (tests only).
+            keeps the random backbone (tests only). Unused by a `"pyratok"` run with `init_from`, whose checkpoint
+            holds its backbone.
         data, validation_data: `VideoDataConfig` fields (see `training/data.py`); validation is optional.
         output_dir: Checkpoints, logs and the final model go here.
         max_train_steps: Optimizer steps.
