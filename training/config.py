@@ -185,7 +185,7 @@ class TrainConfig:
             # The validation stream repeats forever, so a batch count is what ends a validation pass.
             "num_validation_batches": self.num_validation_batches,
         }
-        bad = {k: v for k, v in positive.items() if not isinstance(v, int) or v < 1}
+        bad = {k: v for k, v in positive.items() if v < 1}  # their int type is checked above
         if bad:
             raise ValueError(f"these fields must be positive integers: {bad}")
         if self.learning_rate <= 0 or self.max_grad_norm < 0 or self.lr_warmup_steps < 0:
