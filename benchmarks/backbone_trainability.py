@@ -60,8 +60,8 @@ from diffusers import AutoencoderKLWan  # noqa: E402
 from report_output import emit_report  # noqa: E402
 
 from modeling_pyratok.configuration_pyratok import PRESETS, PyraTokConfig  # noqa: E402
-from training.heldout import chroma  # noqa: E402
-from training.optimization import optimizer_param_groups, zero_bias_residual_init_  # noqa: E402
+from pyratok.quality import chroma  # noqa: E402
+from pyratok.training.optimization import optimizer_param_groups, zero_bias_residual_init_  # noqa: E402
 
 MODELS = ("wan", "wan_frozen_encoder", "autoencoder_kl", "linear")
 
@@ -202,7 +202,7 @@ def train(model: nn.Module, batches, val: torch.Tensor, metrics, args, label: st
 
 
 def frame_batches(data_files: str, batch_size: int, size: int, seed: int, shuffle_buffer: int):
-    from training.data import VideoDataConfig, build_stream
+    from pyratok.training.data import VideoDataConfig, build_stream
 
     config = VideoDataConfig(data_files=[data_files], num_frames=[1], resolutions=[[size, size]],
                              batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed)

@@ -33,9 +33,9 @@ sys.path.insert(0, REPO_ROOT)
 
 from report_output import emit_report  # noqa: E402
 
-from evaluation.clips import ClipReader  # noqa: E402
-from training.heldout import clip_scores  # noqa: E402
-from training.video_io import tensor_to_video, video_to_tensor  # noqa: E402
+from pyratok.evaluation.clips import ClipReader  # noqa: E402
+from pyratok.quality import clip_scores  # noqa: E402
+from pyratok.video_io import tensor_to_video, video_to_tensor  # noqa: E402
 
 
 @dataclass(frozen=True)

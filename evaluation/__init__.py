@@ -6,5 +6,6 @@ Modules:
     metrics: PSNR-free task metrics (temporal IoU, ActivityNet mAP, mask IoU, DAVIS J, mask AP, recall@k).
     reconstruction, localization, retrieval: the evaluators; `cli`: the `pyratok-eval` command.
 
-Submodules are imported on use (`from evaluation.metrics import detection_map`), so importing the package stays cheap.
+Submodules are imported on use (`from pyratok.evaluation.metrics import detection_map`), so importing the package
+stays cheap.
 """

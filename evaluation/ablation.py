@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-from training.config import TrainConfig, apply_overrides, parse_overrides
+from pyratok.training.config import TrainConfig, apply_overrides, parse_overrides
 
 from .clips import split_shards
 
@@ -219,7 +219,7 @@ def build_row_config(
 def _identity(config: TrainConfig) -> str:
     """What makes two runs the same experiment: every training field but the output folder, and the resolved model
     config instead of its overrides (so `num_levels: 4` on a 4-level preset counts as no change)."""
-    from training.train import build_model_config
+    from pyratok.training.train import build_model_config
 
     fields = {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "model_overrides")}
     fields["model"] = build_model_config(config).to_init_kwargs()
@@ -228,7 +228,7 @@ def _identity(config: TrainConfig) -> str:
 
 def _noop_switches(base: TrainConfig, row: str) -> list[str]:
     """The row's switches that the base recipe already has (e.g. `use_drift_loss=false`)."""
-    from training.train import build_model_config
+    from pyratok.training.train import build_model_config
 
     model_config = build_model_config(base)
     base_fields = base.to_dict()
@@ -449,7 +449,7 @@ def run_ablation(
     """
     from accelerate.state import AcceleratorState
 
-    from training.train import list_checkpoints, train
+    from pyratok.training.train import list_checkpoints, train
 
     from .cli import json_safe
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from training.heldout import evaluate_reconstruction
+from pyratok.training.heldout import evaluate_reconstruction
 
 from .clips import ClipReader
 

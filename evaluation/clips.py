@@ -6,7 +6,7 @@ An eval split is a folder of WebDataset tar shards (`*.tar`, samples `<key>.mp4`
 no webdataset dependency): samples come out in sorted key order, whatever the shard layout.
 
 Geometry: a clip keeps its first `F` frames, `F` the largest `4k + 1` that fits (or `num_frames`); with `size` it is
-resized so the short side covers the target and centre-cropped (`training.video_io.resize_and_crop`). The transform
+resized so the short side covers the target and centre-cropped (`pyratok.video_io.resize_and_crop`). The transform
 is recorded on the clip (`EvalClip.resize`), so ground-truth masks and boxes can be mapped onto the model's frames
 (`ResizeInfo.apply_to_masks`, `ResizeInfo.apply_to_box`).
 """
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.video_io import VideoDecodeError, read_video, resize_and_crop, valid_frame_count, video_to_tensor
+from pyratok.video_io import VideoDecodeError, read_video, resize_and_crop, valid_frame_count, video_to_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -356,7 +356,7 @@ def load_vis_annotations(path: str | os.PathLike) -> dict:
 
     Expected: `{"videos": [{"id", "name", "length", "height", "width", ...}], "categories": [{"id", "name"}],
     "annotations": [{"id", "video_id", "category_id", "segmentations": [RLE | None] * length, ...}]}`; RLEs are
-    uncompressed (`training.make_shards.rle_decode`).
+    uncompressed (`pyratok.rle.rle_decode`).
 
     Returns:
         The file's dict, unchanged, plus `"videos_by_name"` (name → video) and `"annotations_by_video"`
@@ -413,7 +413,7 @@ def vis_instances(annotations: dict, video_name: str) -> list[dict]:
         One dict per instance: `{"id", "object_id", "name", "category_id", "category", "masks": bool (T, H, W)}`
         (frames without the object are all False).
     """
-    from training.make_shards import rle_decode
+    from pyratok.rle import rle_decode
 
     video = annotations["videos_by_name"].get(video_name)
     if video is None:

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from training.heldout import clip_scores, code_usage
-from training.losses import lpips_or_reason
+from pyratok.quality import clip_scores, code_usage, lpips_or_reason
 
 from .clips import ClipReader, EvalClip
 

@@ -1,4 +1,4 @@
-"""The `pyratok` command (training/cli.py), run in-process on a tiny checkpoint and tiny mp4 clips."""
+"""The `pyratok` command (pyratok/cli.py), run in-process on a tiny checkpoint and tiny mp4 clips."""
 
 import json
 import math
@@ -11,9 +11,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from modeling_pyratok import PyraTokConfig, PyraTokModel
+from pyratok import cli
+from pyratok.video_io import read_video, video_to_tensor, write_video
 from tests.conftest import activate_text_attention, make_video
-from training import cli
-from training.video_io import read_video, video_to_tensor, write_video
 
 PROMPT = "a red square drifts to the right"
 LEVEL_SHAPES_64 = [(1, 3, 8, 8), (1, 3, 4, 4), (1, 3, 2, 2), (1, 3, 1, 1)]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import VideoClipStream, VideoDataConfig, build_stream
-from training.make_shards import _tar_add, make_shards
-from training.video_io import encode_video
+from pyratok.training.data import VideoClipStream, VideoDataConfig, build_stream
+from pyratok.training.make_shards import _tar_add, make_shards
+from pyratok.video_io import encode_video
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_bad_samples_are_skipped_and_counted(shards, tmp_path, caplog):
     )
     cfg = config(shards, data_files=[str(tmp_path / "bad.tar")], num_frames=[5], batch_size=1, shuffle_buffer=0)
     stream = build_stream(cfg)
-    with caplog.at_level(logging.WARNING, logger="training.data"):
+    with caplog.at_level(logging.WARNING, logger="pyratok.training.data"):
         keys = [b["keys"][0] for b in take(stream, 2)]
         assert keys == ["ok-0", "ok-1"]
         assert stream.stats["skipped_corrupt"] == 1

@@ -8,8 +8,9 @@ import pytest
 import yaml
 from accelerate.state import AcceleratorState
 
-from evaluation import cli
-from evaluation.ablation import (
+from modeling_pyratok import PyraTokConfig
+from pyratok.evaluation import cli
+from pyratok.evaluation.ablation import (
     ABLATION_ROWS,
     PAPER_COLUMNS,
     PAPER_TABLE6,
@@ -18,10 +19,9 @@ from evaluation.ablation import (
     resolve_rows,
     run_ablation,
 )
-from modeling_pyratok import PyraTokConfig
-from training.config import TrainConfig
-from training.make_shards import make_shards
-from training.train import build_model_config
+from pyratok.training.config import TrainConfig
+from pyratok.training.make_shards import make_shards
+from pyratok.training.train import build_model_config
 
 RECIPE = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-cpu.yaml"
 TINY_LM = {

@@ -6,12 +6,12 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, AutoencoderKLWan
 
-from evaluation import cli
-from evaluation.backbone import evaluate_backbone, load_backbone
-from evaluation.clips import ClipReader
 from modeling_pyratok import PyraTokConfig, PyraTokModel
-from training.heldout import chroma
-from training.make_shards import make_shards
+from pyratok.evaluation import cli
+from pyratok.evaluation.backbone import evaluate_backbone, load_backbone
+from pyratok.evaluation.clips import ClipReader
+from pyratok.quality import chroma
+from pyratok.training.make_shards import make_shards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

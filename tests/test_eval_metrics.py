@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.localization import (
+from pyratok.evaluation.localization import (
     extract_segments,
     latent_to_frame_scores,
     localize,
     resolve_threshold,
     smooth_scores,
 )
-from evaluation.metrics import (
+from pyratok.evaluation.metrics import (
     detection_map,
     interpolated_ap,
     jaccard_j,
@@ -23,7 +23,7 @@ from evaluation.metrics import (
     segment_iou,
     video_mask_iou,
 )
-from evaluation.reconstruction import clip_scores
+from pyratok.evaluation.reconstruction import clip_scores
 
 # ----------------------------------------------------------------------------------------------- reconstruction
 

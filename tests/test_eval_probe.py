@@ -6,16 +6,16 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan
 
-from evaluation import cli
-from evaluation.probe import (
+from modeling_pyratok import PyraTokConfig, PyraTokModel
+from pyratok.evaluation import cli
+from pyratok.evaluation.probe import (
     block_targets,
     collect_encoder_features,
     linear_probe_r2,
     probe_features,
     probe_wan_encoder,
 )
-from modeling_pyratok import PyraTokConfig, PyraTokModel
-from training.make_shards import make_shards
+from pyratok.training.make_shards import make_shards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import evaluation.segmentation as seg
-from evaluation.clips import ClipReader, load_vis_annotations, vis_instances
-from evaluation.crf import dense_crf_3d
-from evaluation.localization import latent_to_frame_scores
+import pyratok.evaluation.segmentation as seg
 from modeling_pyratok import PyraTokModel
+from pyratok.evaluation.clips import ClipReader, load_vis_annotations, vis_instances
+from pyratok.evaluation.crf import dense_crf_3d
+from pyratok.evaluation.localization import latent_to_frame_scores
+from pyratok.training.make_shards import make_shards
 from tests.conftest import tiny_config
-from training.make_shards import make_shards
 
 HAS_PYDENSECRF = importlib.util.find_spec("pydensecrf") is not None
 
@@ -70,7 +70,8 @@ def test_crf_zero_iterations_and_no_pairwise_terms_return_the_unary():
 def test_crf_single_frame_and_cache_free_path(monkeypatch):
     video, probs, gt = _square_case(frames=1)
     cached = dense_crf_3d(probs, video)
-    monkeypatch.setattr("evaluation.crf.WEIGHT_CACHE_BYTES", 0)  # recompute the appearance weights every iteration
+    # recompute the appearance weights every iteration
+    monkeypatch.setattr("pyratok.evaluation.crf.WEIGHT_CACHE_BYTES", 0)
     torch.testing.assert_close(dense_crf_3d(probs, video), cached)
     assert _iou(cached > 0.5, gt) > 0.9
 

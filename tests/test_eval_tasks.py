@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import cli
-from evaluation.clips import (
+from modeling_pyratok import PyraTokConfig, PyraTokModel
+from pyratok.evaluation import cli
+from pyratok.evaluation.clips import (
     ClipReader,
     ResizeInfo,
     iter_clips,
@@ -17,10 +18,10 @@ from evaluation.clips import (
     load_vis_annotations,
     vis_instances,
 )
-from evaluation.localization import evaluate_localization
-from evaluation.reconstruction import evaluate_reconstruction, resolution_sweep
-from evaluation.retrieval import evaluate_retrieval
-from evaluation.semantic import (
+from pyratok.evaluation.localization import evaluate_localization
+from pyratok.evaluation.reconstruction import evaluate_reconstruction, resolution_sweep
+from pyratok.evaluation.retrieval import evaluate_retrieval
+from pyratok.evaluation.semantic import (
     clip_embedding,
     encode_codes,
     frame_descriptors,
@@ -28,9 +29,8 @@ from evaluation.semantic import (
     token_embeddings,
     token_text_similarity,
 )
-from modeling_pyratok import PyraTokConfig, PyraTokModel
-from training.make_shards import make_shards
-from training.video_io import resize_and_crop
+from pyratok.training.make_shards import make_shards
+from pyratok.video_io import resize_and_crop
 
 from .conftest import make_video
 

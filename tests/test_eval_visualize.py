@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-import evaluation.visualize as vz
+import pyratok.evaluation.visualize as vz
 from modeling_pyratok import PyraTokModel
+from pyratok.training.make_shards import make_shards
 from tests.conftest import make_video, tiny_config
-from training.make_shards import make_shards
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 RENDERERS = [pytest.param(True, marks=pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib not installed"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
-from training.heads import (
+from pyratok.training.heads import (
     PyraTokARHead,
     PyraTokDriftHead,
     build_language_model,

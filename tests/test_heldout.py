@@ -10,8 +10,9 @@ from diffusers import AutoencoderKLWan
 from torch import nn
 
 from modeling_pyratok.configuration_pyratok import PRESETS
-from training.data import VideoClipStream, VideoDataConfig
-from training.heldout import chroma, evaluate_reconstruction, psnr_by_chunk, temporal_factor
+from pyratok.quality import chroma
+from pyratok.training.data import VideoClipStream, VideoDataConfig
+from pyratok.training.heldout import evaluate_reconstruction, psnr_by_chunk, temporal_factor
 
 
 def test_psnr_by_chunk_pools_each_chunk():

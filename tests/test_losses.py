@@ -1,4 +1,4 @@
-"""Tests for training/losses.py: SSIM/PSNR, offline LPIPS, the reconstruction loss and the training mask."""
+"""pyratok/quality.py (SSIM/PSNR, offline LPIPS) and training/losses.py (reconstruction loss, training mask)."""
 
 import math
 import os
@@ -7,18 +7,9 @@ import urllib.request
 import pytest
 import torch
 
-from training import losses
-from training.losses import (
-    LPIPSWeightsUnavailable,
-    ReconstructionLoss,
-    build_lpips,
-    even_frame_indices,
-    lpips_or_reason,
-    lpips_weights_path,
-    mask_video,
-    psnr,
-    ssim,
-)
+from pyratok import quality
+from pyratok.quality import LPIPSWeightsUnavailable, build_lpips, lpips_or_reason, lpips_weights_path, psnr, ssim
+from pyratok.training.losses import ReconstructionLoss, even_frame_indices, mask_video
 
 
 def smooth_images(n: int = 2, channels: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -158,7 +149,7 @@ def test_missing_lpips_weights_raise_without_download(empty_hub, net):
 
 def test_lpips_download_is_refused_even_if_the_check_is_fooled(empty_hub, monkeypatch):
     # Pretend the weights are cached: torchvision then finds no file and would download; the guard must stop it.
-    monkeypatch.setattr(losses, "lpips_weights_path", lambda net: __file__)
+    monkeypatch.setattr(quality, "lpips_weights_path", lambda net: __file__)
     with pytest.raises(LPIPSWeightsUnavailable, match="downloads are disabled"):
         build_lpips("alex", pretrained_backbone=True)
 

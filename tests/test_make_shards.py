@@ -1,4 +1,4 @@
-"""training.make_shards: deterministic shards, captions that match the ground truth, VIS/ActivityNet annotations."""
+"""pyratok.training.make_shards: deterministic shards, captions that match the truth, VIS/ActivityNet annotations."""
 
 import hashlib
 import json
@@ -7,17 +7,16 @@ import tarfile
 import numpy as np
 import pytest
 
-from training.make_shards import (
+from pyratok.rle import rle_decode, rle_encode
+from pyratok.training.make_shards import (
     OBJECT_COLORS,
     SHAPES,
     _rng,
     main,
     make_shards,
     render_procedural,
-    rle_decode,
-    rle_encode,
 )
-from training.video_io import read_video
+from pyratok.video_io import read_video
 
 SMALL = dict(seed=3, size=32, frames=9, fps=4.0, num_train=5, num_val=4, num_test=6, pan_fraction=0.34, shard_size=4)
 

@@ -7,7 +7,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanAttentionBlock, 
 from torch import nn
 
 from modeling_pyratok.configuration_pyratok import PRESETS
-from training.optimization import optimizer_param_groups, zero_bias_residual_init_
+from pyratok.training.optimization import optimizer_param_groups, zero_bias_residual_init_
 
 
 def _net() -> nn.Module:

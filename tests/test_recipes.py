@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.config import TrainConfig, load_recipe, merge_recipes
-from training.train import parse_args
+from pyratok.training.config import TrainConfig, load_recipe, merge_recipes
+from pyratok.training.train import parse_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modeling_pyratok import AutoencoderPyraTok, PyraTokModel
-from training.cli import DEFAULT_MODEL
+from pyratok.cli import DEFAULT_MODEL
 
 SHIPPED = Path(__file__).resolve().parents[1] / "model_cards" / "pyratok-small-procedural"
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "procedural_jump.mp4"
@@ -29,7 +29,7 @@ def test_shipped_checkpoint_loads_in_both_classes_with_the_same_weights():
 
 @pytest.mark.parametrize("text", [None, "an orange checkered diamond jumps on a beige background"])
 def test_shipped_checkpoint_tokenizes_the_sample_clip(text):
-    from training.video_io import read_video, video_to_tensor
+    from pyratok.video_io import read_video, video_to_tensor
 
     model = PyraTokModel.from_pretrained(SHIPPED).eval()
     frames, _ = read_video(SAMPLE, max_frames=9)

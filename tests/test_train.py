@@ -10,10 +10,10 @@ from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from modeling_pyratok import AutoencoderPyraTok, PyraTokConfig, PyraTokModel
-from training.config import TrainConfig, parse_overrides
-from training.make_shards import make_shards
-from training.model_card import losses_on, write_training_model_card
-from training.train import build_objective, list_checkpoints, train
+from pyratok.training.config import TrainConfig, parse_overrides
+from pyratok.training.make_shards import make_shards
+from pyratok.training.model_card import losses_on, write_training_model_card
+from pyratok.training.train import build_objective, list_checkpoints, train
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*.yaml"))
 TINY_LM = {

@@ -1,10 +1,10 @@
-"""training.video_io: PyAV round trips, tensor conventions, resize/crop and the frame-count rule."""
+"""pyratok.video_io: PyAV round trips, tensor conventions, resize/crop and the frame-count rule."""
 
 import numpy as np
 import pytest
 import torch
 
-from training.video_io import (
+from pyratok.video_io import (
     VideoDecodeError,
     encode_video,
     read_video,

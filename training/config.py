@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from training.optimization import BACKBONE_INITS, LR_SCALINGS
+from pyratok.training.optimization import BACKBONE_INITS, LR_SCALINGS
 
 TASKS = ("pyratok", "backbone_vae")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")

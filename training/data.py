@@ -1,8 +1,8 @@
 """Streaming captioned video clips for training, with aspect buckets and exact resume.
 
-Sources: local WebDataset shards (`data_files`, e.g. the output of `training.make_shards`) or a Hub dataset
+Sources: local WebDataset shards (`data_files`, e.g. the output of `pyratok.training.make_shards`) or a Hub dataset
 (`dataset_name`), both read by `datasets` with `streaming=True`. The video column is cast to
-`datasets.Video(decode=False)` and decoded with PyAV (`training.video_io.read_video`), so torchcodec is not needed.
+`datasets.Video(decode=False)` and decoded with PyAV (`pyratok.video_io.read_video`), so torchcodec is not needed.
 `datasets`' WebDataset loader names the columns after the member extensions: `mp4`, `json` (already parsed into a
 dict), `txt` (str), plus `__key__` (the sample key) and `__url__` (the shard path).
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 
-from training.video_io import VideoDecodeError, read_video, resize_and_crop, video_to_tensor
+from pyratok.video_io import VideoDecodeError, read_video, resize_and_crop, video_to_tensor
 
 logger = logging.getLogger(__name__)
 

@@ -3,73 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import math
-from collections import Counter
 from collections.abc import Iterable
 
 import torch
 
 from modeling_pyratok import PyraTokModel
+from pyratok.quality import chroma, clip_scores, code_usage
 
 from .data import VideoClipStream
-from .losses import colour_deviation, psnr, ssim
-
-
-def frames_as_images(video: torch.Tensor) -> torch.Tensor:
-    """`(B, C, T, H, W)` → `(B·T, C, H, W)`."""
-    return video.transpose(1, 2).flatten(0, 1)
-
-
-def clip_scores(
-    reconstruction: torch.Tensor, target: torch.Tensor, lpips_module: torch.nn.Module | None = None
-) -> dict[str, list[float | None]]:
-    """Per-clip PSNR / SSIM / LPIPS, each the mean of that clip's per-frame values.
-
-    Args:
-        reconstruction, target: float `(B, 3, T, H, W)` in [-1, 1] (H, W >= 11 for SSIM's window).
-        lpips_module: an `lpips.LPIPS` (inputs in [-1, 1]) or None.
-
-    Returns:
-        `{"psnr": [B floats, dB, inf for identical clips], "ssim": [B floats in [-1, 1]], "lpips": [B floats >= 0 or
-        None]}`.
-    """
-    if reconstruction.shape != target.shape or reconstruction.ndim != 5:
-        raise ValueError(
-            f"reconstruction and target must both be (B, 3, T, H, W), got {tuple(reconstruction.shape)} and "
-            f"{tuple(target.shape)}"
-        )
-    batch, _, frames = target.shape[:3]
-    x, y = frames_as_images(reconstruction.float()), frames_as_images(target.float())  # (B*T, 3, H, W)
-    out: dict[str, list[float | None]] = {
-        "psnr": psnr(x, y, reduction="none").view(batch, frames).mean(1).tolist(),
-        "ssim": ssim(x, y, reduction="none").view(batch, frames).mean(1).tolist(),
-        "lpips": [None] * batch,
-    }
-    if lpips_module is not None:
-        module_device = next(lpips_module.parameters()).device
-        dist = lpips_module(x.to(module_device), y.to(module_device)).flatten()  # (B*T,)
-        out["lpips"] = dist.view(batch, frames).mean(1).tolist()
-    return out
-
-
-def chroma(video: torch.Tensor) -> float:
-    """Mean |pixel - its mean over RGB| of `(B, 3, ...)` frames in [-1, 1]: the colour a grey image lacks (0)."""
-    return colour_deviation(video.float()).abs().mean().item()
-
-
-def code_usage(ids: list[torch.Tensor], codebook_size: int) -> dict[str, float]:
-    """Usage of one level's codes over many tokens: distinct codes, their share of the codebook and perplexity."""
-    counts: Counter[int] = Counter()
-    for level_ids in ids:
-        counts.update(level_ids.flatten().tolist())
-    total = sum(counts.values())
-    entropy = -sum(c / total * math.log(c / total) for c in counts.values())
-    return {
-        "tokens": total,
-        "distinct_codes": len(counts),
-        "codebook_fraction": len(counts) / codebook_size,
-        "perplexity": math.exp(entropy),
-    }
 
 
 def temporal_factor(model: torch.nn.Module) -> int | None:
@@ -167,5 +108,4 @@ def evaluate_reconstruction(
     return metrics
 
 
-__all__ = ["chroma", "clip_scores", "code_usage", "evaluate_reconstruction", "frames_as_images", "psnr_by_chunk",
-           "temporal_factor"]
+__all__ = ["evaluate_reconstruction", "psnr_by_chunk", "temporal_factor"]

@@ -7,7 +7,7 @@ Two kinds of clip, both rendered with numpy/torch on the CPU and fully determine
   reconstruct them. Ground truth: per-object boxes (in the sample json) and, for val/test, per-frame visible masks.
 - pan: smooth camera pans and zooms over the natural photographs bundled with scikit-image (no download).
 
-Layout (`python -m training.make_shards --out DIR`)::
+Layout (`python -m pyratok.training.make_shards --out DIR`)::
 
     DIR/manifest.json                                 seed, arguments, counts and sha256 of every file
     DIR/{train,val,test}/{split}-{i:05d}.tar          samples <key>.mp4 + <key>.json, keys proc-000123 / pan-000007
@@ -37,7 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.video_io import encode_video
+from pyratok.rle import rle_encode
+from pyratok.video_io import encode_video
 
 VERSION = "pyratok-synthetic-1"
 SPLITS = ("train", "val", "test")
@@ -109,40 +110,6 @@ PHOTOS = (
     ("logo", "logo", "a logo"),
     ("stereo_motorcycle", "motorcycle", "a motorcycle"),
 )
-
-
-# ----------------------------------------------------------------------------------------------------------- RLE
-
-
-def rle_encode(mask: np.ndarray) -> dict:
-    """COCO uncompressed RLE of a boolean `(H, W)` mask, column-major: `{"counts": [...], "size": [H, W]}`.
-
-    Counts alternate runs of 0 and 1 starting with 0 (a leading 0 count when the first pixel is set); they sum to H*W.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"expected a 2-D mask (H, W), got shape={mask.shape}")
-    flat = mask.astype(bool).ravel(order="F")
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0] + counts
-    return {"counts": [int(c) for c in counts], "size": [int(mask.shape[0]), int(mask.shape[1])]}
-
-
-def rle_decode(rle: dict) -> np.ndarray:
-    """Inverse of `rle_encode`: uncompressed column-major RLE → boolean `(H, W)`."""
-    try:
-        height, width = (int(s) for s in rle["size"])
-        counts = np.asarray(rle["counts"], dtype=np.int64)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"not an uncompressed RLE dict with 'counts' and 'size': {rle!r:.200}") from err
-    if counts.ndim != 1 or (counts < 0).any() or counts.sum() != height * width:
-        raise ValueError(f"RLE counts must be non-negative and sum to H*W={height * width}, got sum {counts.sum()}")
-    values = np.arange(counts.size) % 2 == 1
-    flat = np.repeat(values, counts)
-    return flat.reshape((width, height)).T.copy()
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
@@ -710,8 +677,8 @@ def make_shards(
             "test": num_test, "pan_fraction": pan_fraction, "shard_size": shard_size,
         },
         "command": (
-            f"python -m training.make_shards --out DIR --seed {seed} --size {size} --frames {frames} --fps {fps} "
-            f"--train {num_train} --val {num_val} --test {num_test} --pan-fraction {pan_fraction} "
+            f"python -m pyratok.training.make_shards --out DIR --seed {seed} --size {size} --frames {frames} "
+            f"--fps {fps} --train {num_train} --val {num_val} --test {num_test} --pan-fraction {pan_fraction} "
             f"--shard-size {shard_size}"
         ),
         "counts": split_counts,
@@ -750,7 +717,7 @@ def main(argv: list[str] | None = None) -> None:
                       "seconds": round(time.perf_counter() - start, 1)}))
 
 
-__all__ = ["load_photos", "make_shards", "render_pan", "render_procedural", "rle_decode", "rle_encode"]
+__all__ = ["load_photos", "make_shards", "render_pan", "render_procedural"]
 
 
 if __name__ == "__main__":

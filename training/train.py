@@ -32,12 +32,12 @@ from transformers import get_scheduler
 
 from modeling_pyratok import AutoencoderPyraTok, PyraTokConfig, PyraTokModel
 from modeling_pyratok.configuration_pyratok import backbone_config_differences
-from training.config import TrainConfig
-from training.data import VideoDataConfig, build_stream
-from training.heldout import evaluate_reconstruction
-from training.model_card import write_training_model_card
-from training.objective import BackboneVAEObjective, PyraTokObjective
-from training.optimization import optimizer_param_groups, zero_bias_residual_init_
+from pyratok.training.config import TrainConfig
+from pyratok.training.data import VideoDataConfig, build_stream
+from pyratok.training.heldout import evaluate_reconstruction
+from pyratok.training.model_card import write_training_model_card
+from pyratok.training.objective import BackboneVAEObjective, PyraTokObjective
+from pyratok.training.optimization import optimizer_param_groups, zero_bias_residual_init_
 
 logger = get_logger("pyratok.train")
 

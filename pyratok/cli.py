@@ -29,8 +29,8 @@ from transformers.utils import logging as hf_logging
 
 from modeling_pyratok import PyraTokConfig, PyraTokModel, PyraTokTokens
 
-from .heldout import code_usage
-from .losses import lpips_or_reason, psnr, ssim
+from . import model_cards
+from .quality import code_usage, lpips_or_reason, psnr, ssim
 from .video_io import (
     VideoDecodeError,
     read_video,
@@ -42,8 +42,9 @@ from .video_io import (
 )
 
 PROG = "pyratok"
-# The checkpoint shipped with the repository (trained by `training/train.py`); resolved next to this package.
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "model_cards" / "pyratok-small-procedural"
+# The demo checkpoint shipped as package data of `pyratok.model_cards` (the repository's `model_cards/` folder), so the
+# default works from any folder after a plain `pip install`.
+DEFAULT_MODEL = Path(model_cards.__file__).resolve().parent / "pyratok-small-procedural"
 DEFAULT_FPS = 8.0
 TOKENS_FORMAT = "pyratok-tokens"
 TOKENS_FORMAT_VERSION = "1"
@@ -88,8 +89,8 @@ def load_model(name_or_path: str | None, device: torch.device) -> tuple[PyraTokM
     if name_or_path is None:
         if not DEFAULT_MODEL.is_dir():
             raise CliError(
-                f"the default model {DEFAULT_MODEL} does not exist (the shipped checkpoint has not been written yet); "
-                "pass --model PATH_OR_HUB_ID"
+                f"the default model {DEFAULT_MODEL} is missing from this installation (it ships as package data "
+                "of pyratok.model_cards; reinstall PyraTok), or pass --model PATH_OR_HUB_ID"
             )
         name_or_path = str(DEFAULT_MODEL)
     path = Path(name_or_path).expanduser()
