@@ -1045,8 +1045,9 @@ class PyraTokModel(PyraTokPreTrainedModel):
         Returns:
             `(seq, layout)`: `seq` int64 `(B, layout.seq_len)`, `layout` the `PyraTokTokenLayout` that undoes it.
         """
+        tokens = self.tokenize(pixel_values, text=text)  # validates the input first
         layout = self.core.input_token_layout(pixel_values, order, pad_to_square, separators)
-        return layout.flatten(self.tokenize(pixel_values, text=text).ids), layout
+        return layout.flatten(tokens.ids), layout
 
     @torch.no_grad()
     def decode_from_sequence(self, seq: torch.Tensor, layout: PyraTokTokenLayout) -> torch.Tensor:

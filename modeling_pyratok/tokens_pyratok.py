@@ -405,14 +405,15 @@ class PyraTokTokenLayout:
         index = torch.where(source >= 0, source, joined.shape[1] - 1 - source).to(device)
         return torch.cat([joined, extra], dim=1)[:, index]
 
-    def unflatten(self, seq: torch.Tensor) -> list[torch.LongTensor]:
+    def unflatten(self, seq: torch.Tensor) -> PyraTokLevelIds:
         """Inverse of `flatten`: one sequence → per-level ids (pads dropped, special slots checked).
 
         Args:
             seq (`torch.LongTensor`): `(B, seq_len)`; code positions in `[0, codebook_size)`.
 
         Returns:
-            `list[torch.LongTensor]`: one per level, `(B, *level_shapes[l])`, shallow → deep.
+            [`PyraTokLevelIds`]: one `torch.LongTensor` per level, `(B, *level_shapes[l])`, shallow → deep, remembering
+            `is_image` (so `decode_from_ids` of it returns images for an image layout).
 
         Raises:
             `ValueError` for a wrong shape or length (e.g. a sequence of another clip size), a code position holding
@@ -438,10 +439,11 @@ class PyraTokTokenLayout:
         joined = seq[:, id_positions.to(seq.device)].long()
         self._check_values(joined, "seq")
         sizes = [t * h * w for t, h, w in self.level_shapes]
-        return [
-            part.reshape(seq.shape[0], *shape)
-            for part, shape in zip(joined.split(sizes, dim=1), self.level_shapes, strict=True)
-        ]
+        parts = joined.split(sizes, dim=1)
+        return PyraTokLevelIds(
+            [part.reshape(seq.shape[0], *shape) for part, shape in zip(parts, self.level_shapes, strict=True)],
+            is_image=self.is_image,
+        )
 
     # ---- serialisation ---------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,6 +1,10 @@
 """Token sequences: `PyraTokTokenLayout` invariants, bit converters, and the sequence API of both model classes."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -319,6 +323,7 @@ def test_images_stay_images_on_the_ids_and_sequence_paths(vae):
     seq, layout = vae.encode_to_sequence(images, order="level_major", separators=True)
     assert layout.is_image and seq.shape == (2, 85 + 4) and seq[0, 0] == layout.soi_token_id
     assert torch.equal(vae.decode_from_sequence(seq, layout), decoded)
+    assert torch.equal(vae.decode_from_ids(layout.unflatten(seq)), decoded)
     (streamed,) = list(vae.iter_decode_from_ids(vae.iter_encode_to_ids(images)))
     assert streamed.shape == images.shape
     video_ids = [torch.zeros(1, 2, 8 // s, 8 // s, dtype=torch.long) for s in (1, 2, 4, 8)]
@@ -353,3 +358,38 @@ def test_embed_ids(vae, residual_model):
         vae.embed_ids(torch.tensor([vae.mask_token_id]))
     with pytest.raises(ValueError, match="space must be 'bits' or 'semantic'"):
         vae.embed_ids(ids, space="codebook")
+
+
+@pytest.mark.slow  # a fresh Python process importing transformers: ~30 s of CPU
+def test_remote_code_folder_has_the_sequence_api(tmp_path):
+    """`save_pretrained` ships `tokens_pyratok.py`; a fresh process that never imports us gets the same sequences."""
+    torch.manual_seed(0)
+    model = PyraTokModel(tiny_config()).eval()
+    export = tmp_path / "export"
+    model.save_pretrained(export)
+    assert "tokens_pyratok.py" in os.listdir(export)
+    clip = make_video(frames=5, seed=14)
+    seq, layout = model.encode_to_sequence(clip, order="planes", pad_to_square=True)
+    reference = {
+        "video": clip,
+        "seq": seq,
+        "layout": layout.to_dict(),
+        "decoded": model.decode_from_sequence(seq, layout),
+    }
+    torch.save(reference, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        from transformers import AutoModel
+        ref = torch.load({str(tmp_path / "expected.pt")!r})
+        model = AutoModel.from_pretrained({str(export)!r}, trust_remote_code=True)
+        assert "modeling_pyratok" not in sys.modules
+        seq, layout = model.encode_to_sequence(ref["video"], order="planes", pad_to_square=True)
+        assert torch.equal(seq, ref["seq"]) and layout.to_dict() == ref["layout"], "sequences differ"
+        assert torch.equal(model.decode_from_sequence(seq, layout), ref["decoded"]), "decodes differ"
+        print("OK")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("OK")
