@@ -25,6 +25,7 @@ from .checkpoint_pyratok import (
 )
 from .configuration_pyratok import PyraTokConfig, config_field_names
 from .modeling_pyratok import PyraTokCore, TextInput
+from .tokens_pyratok import PyraTokLevelIds, PyraTokTokenLayout
 
 # diffusers' AutoencoderKLWan tiling defaults, in pixels.
 DEFAULT_TILE_SAMPLE_SIZE = 256
@@ -285,18 +286,31 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     # ---- discrete tokens ------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_to_ids(self, x: torch.Tensor, text: TextInput = None) -> list[torch.Tensor]:
+    def encode_to_ids(self, x: torch.Tensor, text: TextInput = None) -> PyraTokLevelIds:
         """Pixels → one int64 id tensor per level `(B, T', H_l, W_l)` in `[0, 2**codebook_dim)`, shallow to deep.
 
-        Runs untiled: token grids are not blended across tiles.
+        Runs untiled: token grids are not blended across tiles. The list remembers an image input (`is_image`), so
+        `decode_from_ids` returns images for it.
         """
-        x5, _ = self.core.check_video(x, name="x")
-        return list(self.core.quantize(x5, text=text)[0].ids)
+        x5, is_image = self.core.check_video(x, name="x")
+        return PyraTokLevelIds(self.core.quantize(x5, text=text)[0].ids, is_image=is_image)
 
     @torch.no_grad()
-    def decode_from_ids(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per-level ids (as `encode_to_ids` returns) → video `(B, C, T, H, W)` in [-1, 1]."""
-        return self.core.decode_latent(self.core.ids_to_latent(list(ids)))
+    def decode_from_ids(self, ids: Sequence[torch.Tensor], is_image: bool | None = None) -> torch.Tensor:
+        """Per-level ids (as `encode_to_ids` returns) → video `(B, C, T, H, W)` in [-1, 1].
+
+        Args:
+            ids: one `(B, T', H_l, W_l)` tensor per level.
+            is_image: return images `(B, C, H, W)` (needs `T' = 1`). `None` (default): `ids.is_image` when `ids` came
+                from `encode_to_ids` (4-D in → 4-D out), else video.
+        """
+        is_image = bool(getattr(ids, "is_image", False)) if is_image is None else is_image
+        if not isinstance(is_image, bool):
+            raise ValueError(f"is_image must be a bool or None, got {is_image!r}")
+        video = self.core.decode_latent(self.core.ids_to_latent(list(ids)))
+        if is_image and video.shape[2] != 1:
+            raise ValueError(f"is_image=True needs ids of one latent frame, got T'={ids[0].shape[1]}")
+        return video[:, :, 0] if is_image else video
 
     def iter_encode_to_ids(
         self, x: torch.Tensor | Iterable[torch.Tensor], text: TextInput = None, chunk_latent_frames: int = 1
@@ -314,7 +328,7 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
             `chunk_latent_frames` latent frames; concatenated along `t'` they equal `encode_to_ids(whole clip)`.
         """
         pieces = self.core.iter_tokenize(x, text=text, chunk_latent_frames=chunk_latent_frames, name="x")
-        return (piece.ids for piece in pieces)
+        return (PyraTokLevelIds(piece.ids, is_image=piece.is_image) for piece in pieces)
 
     def iter_decode_from_ids(
         self, ids: Sequence[torch.Tensor] | Iterable[Sequence[torch.Tensor]], chunk_latent_frames: int = 1
@@ -331,6 +345,60 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
             `decode_from_ids(whole ids)`.
         """
         return self.core.iter_detokenize(ids, chunk_latent_frames)
+
+    # ---- token sequences (for priors; see tokens_pyratok.py) --------------------------------------------------------
+    @property
+    def codebook_size(self) -> int:
+        """Code ids per level token: `2**codebook_dim`."""
+        return self.core.codebook_size
+
+    @property
+    def mask_token_id(self) -> int:
+        """The `[MASK]` id of masked / discrete-diffusion priors: `codebook_size` (outside the code ids)."""
+        return self.core.mask_token_id
+
+    def token_layout(
+        self,
+        num_frames: int,
+        height: int,
+        width: int,
+        order: str = "frame_major",
+        pad_to_square: bool = False,
+        is_image: bool = False,
+        separators: bool = False,
+    ) -> PyraTokTokenLayout:
+        """The `PyraTokTokenLayout` of a clip `(T, H, W)` (`num_frames=1, is_image=True` for images); `order` is
+        `"frame_major"`, `"level_major"` or `"planes"`, `separators` adds `<SOI>` / `<Q-SEP>` to `"level_major"`."""
+        return self.core.token_layout(num_frames, height, width, order, pad_to_square, is_image, separators)
+
+    @torch.no_grad()
+    def encode_to_sequence(
+        self,
+        x: torch.Tensor,
+        text: TextInput = None,
+        order: str = "frame_major",
+        pad_to_square: bool = False,
+        separators: bool = False,
+    ) -> tuple[torch.Tensor, PyraTokTokenLayout]:
+        """Video `(B, C, T, H, W)` or images `(B, C, H, W)` in [-1, 1] (+ optional text) → one id sequence per clip.
+
+        Returns:
+            `(seq, layout)`: `seq` int64 `(B, layout.seq_len)`, `layout` the `PyraTokTokenLayout` that undoes it.
+        """
+        ids = self.encode_to_ids(x, text=text)
+        layout = self.core.input_token_layout(x, order, pad_to_square, separators)
+        return layout.flatten(ids), layout
+
+    @torch.no_grad()
+    def decode_from_sequence(self, seq: torch.Tensor, layout: PyraTokTokenLayout) -> torch.Tensor:
+        """Id sequences `(B, layout.seq_len)` → video `(B, C, T, H, W)` in [-1, 1] (`(B, C, H, W)` for an image
+        layout); equals `decode_from_ids` of the unflattened ids."""
+        return self.core.decode_sequence(seq, layout)
+
+    def embed_ids(self, ids: torch.Tensor, space: str = "bits") -> torch.Tensor:
+        """Code vectors of ids `(...)` for a prior: `"bits"` → ±1 `(..., codebook_dim)`, `"semantic"` → `W_c` code
+        embedding `(..., semantic_dim)` (pyramid mode only)."""
+        return self.core.embed_ids(ids, space)
 
 
 __all__ = ["AutoencoderPyraTok"]

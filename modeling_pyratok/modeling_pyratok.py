@@ -32,6 +32,7 @@ from .quantizer_pyratok import (
     PyraTokResidualQuantizer,
 )
 from .text_encoder_pyratok import PyraTokTextEncoder
+from .tokens_pyratok import PyraTokTokenLayout, ids_to_bits
 
 logger = logging.get_logger(__name__)
 
@@ -567,7 +568,7 @@ class PyraTokCore(nn.Module):
         )
         if whole:
             ids = self.check_ids_layout(tokens.ids if isinstance(tokens, PyraTokTokens) else tokens)
-            is_image = isinstance(tokens, PyraTokTokens) and tokens.is_image
+            is_image = bool(getattr(tokens, "is_image", False))  # PyraTokTokens or PyraTokLevelIds
             tokens = self._split_tokens(ids, is_image, chunk_latent_frames)
         return self._stream_frames(tokens)
 
@@ -590,7 +591,7 @@ class PyraTokCore(nn.Module):
 
         def latents() -> Iterator[torch.Tensor]:
             for piece in pieces:
-                is_image.append(isinstance(piece, PyraTokTokens) and piece.is_image)
+                is_image.append(bool(getattr(piece, "is_image", False)))  # PyraTokTokens or PyraTokLevelIds
                 ids = piece.ids if isinstance(piece, PyraTokTokens) else piece
                 if not isinstance(ids, list | tuple) or not ids or not all(isinstance(i, torch.Tensor) for i in ids):
                     raise ValueError(f"a token piece must be PyraTokTokens or a list of id tensors, got {type(ids)}")
@@ -602,6 +603,111 @@ class PyraTokCore(nn.Module):
         # iter_decode pulls one latent piece, then yields its frames: is_image[-1] is that piece's flag.
         for video in self.backbone.iter_decode(latents()):
             yield video[:, :, 0] if is_image[-1] else video
+
+    # ---- token sequences (shared by PyraTokModel and AutoencoderPyraTok; layout in tokens_pyratok.py) -------------
+    @property
+    def codebook_size(self) -> int:
+        return 2**self.config.codebook_dim
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.codebook_size
+
+    def token_layout(
+        self,
+        num_frames: int,
+        height: int,
+        width: int,
+        order: str = "frame_major",
+        pad_to_square: bool = False,
+        is_image: bool = False,
+        separators: bool = False,
+    ) -> PyraTokTokenLayout:
+        """The token layout of a clip of `num_frames` frames of `height x width` pixels (see `PyraTokTokenLayout`)."""
+        sizes = {"num_frames": num_frames, "height": height, "width": width}
+        bad = {k: v for k, v in sizes.items() if type(v) is not int or v < 1}
+        if bad:
+            raise ValueError(f"token_layout needs positive int sizes, got {bad}")
+        chunk = self.backbone.temporal_chunk
+        if (num_frames - 1) % chunk:
+            raise ValueError(f"num_frames={num_frames}; PyraTok needs T = {chunk}k + 1 frames")
+        if is_image and num_frames != 1:
+            raise ValueError(f"an image layout has num_frames=1, got {num_frames}")
+        m = self.config.spatial_multiple
+        if height % m or width % m:
+            raise ValueError(f"H x W = {height} x {width}; both must be multiples of {m}")
+        grids = self.quantizer.level_grid(self.latent_size(num_frames, height, width))
+        return PyraTokTokenLayout(
+            level_shapes=tuple(grids),
+            level_strides=tuple(self.quantizer.level_spatial_strides),
+            codebook_dim=self.config.codebook_dim,
+            order=order,
+            pad_to_square=pad_to_square,
+            frame_size=(height, width),
+            is_image=is_image,
+            separators=separators,
+        )
+
+    def input_token_layout(
+        self, x: torch.Tensor, order: str, pad_to_square: bool, separators: bool = False
+    ) -> PyraTokTokenLayout:
+        """`token_layout` of an input `(B, C, T, H, W)` or images `(B, C, H, W)` (already validated by the encoder)."""
+        is_image = x.ndim == 4
+        frames = 1 if is_image else x.shape[2]
+        return self.token_layout(
+            frames, x.shape[-2], x.shape[-1], order, pad_to_square, is_image=is_image, separators=separators
+        )
+
+    def check_token_layout(self, layout: Any) -> PyraTokTokenLayout:
+        """A layout this model can decode: its strides, codebook and grids are the model's (`ValueError` if not)."""
+        if not isinstance(layout, PyraTokTokenLayout):
+            raise ValueError(f"layout must be a PyraTokTokenLayout, got {type(layout).__name__}")
+        ours = {
+            "level_strides": tuple(self.quantizer.level_spatial_strides),
+            "codebook_dim": self.config.codebook_dim,
+        }
+        theirs = {"level_strides": layout.level_strides, "codebook_dim": layout.codebook_dim}
+        if ours != theirs:
+            raise ValueError(f"layout is for another tokenizer: expected {ours}, got {theirs}")
+        expected = tuple(self.quantizer.level_grid(layout.latent_size))
+        if layout.level_shapes != expected:
+            raise ValueError(f"layout level_shapes {list(layout.level_shapes)} != the model's {list(expected)}")
+        return layout
+
+    def decode_sequence(self, seq: torch.Tensor, layout: PyraTokTokenLayout) -> torch.Tensor:
+        """Sequence → pixels: unflatten, decode the ids, return images for an image layout, crop to `frame_size`."""
+        ids = self.check_token_layout(layout).unflatten(seq)
+        video = self.decode_latent(self.ids_to_latent(ids))
+        if layout.frame_size is not None:
+            height, width = layout.frame_size
+            video = video[..., :height, :width]
+        return video[:, :, 0] if layout.is_image else video
+
+    def embed_ids(self, ids: torch.Tensor, space: str = "bits") -> torch.Tensor:
+        """Code vectors of ids for a prior's input embedding.
+
+        Args:
+            ids: integer tensor of any shape (>= 1 dim), values in `[0, codebook_size)`.
+            space: `"bits"`: the ±1 code (fp32, channel 0 = most significant bit); `"semantic"`: the semantic code
+                embedding `W_c · code` (pyramid mode only; gradients reach `W_c` unless run under `torch.no_grad()`).
+
+        Returns:
+            `(*ids.shape, codebook_dim)` for `"bits"`, `(*ids.shape, semantic_dim)` for `"semantic"`.
+        """
+        if space not in ("bits", "semantic"):
+            raise ValueError(f"space must be 'bits' or 'semantic', got {space!r}")
+        if not isinstance(ids, torch.Tensor) or ids.ndim == 0:
+            raise ValueError(f"ids must be a tensor with at least one dim, got {getattr(ids, 'shape', type(ids))}")
+        bits = ids_to_bits(ids, self.config.codebook_dim, dim=-1)
+        if space == "bits":
+            return bits
+        embedding = getattr(self.quantizer, "code_embedding", None)
+        if embedding is None:
+            raise ValueError(
+                f"space='semantic' needs the semantic code embedding W_c, which quantizer_mode="
+                f"{self.config.quantizer_mode!r} does not have; use space='bits'"
+            )
+        return embedding(bits.to(embedding.weight.dtype))
 
 
 def _is_pyratok_folder(name_or_path: str | os.PathLike, subfolder: str | None) -> bool:
@@ -899,6 +1005,60 @@ class PyraTokModel(PyraTokPreTrainedModel):
         t, h, w = self.core.latent_size(num_frames, height, width)
         tokens = sum(t * (h // s) * (w // s) for s in self.config.level_spatial_strides)
         return tokens * self.config.codebook_dim / (num_frames * height * width)
+
+    # ---- token sequences (for priors; see tokens_pyratok.py) --------------------------------------------------------
+    @property
+    def codebook_size(self) -> int:
+        """Code ids per level token: `2**codebook_dim`."""
+        return self.core.codebook_size
+
+    @property
+    def mask_token_id(self) -> int:
+        """The `[MASK]` id of masked / discrete-diffusion priors: `codebook_size` (outside the code ids)."""
+        return self.core.mask_token_id
+
+    def token_layout(
+        self,
+        num_frames: int,
+        height: int,
+        width: int,
+        order: str = "frame_major",
+        pad_to_square: bool = False,
+        is_image: bool = False,
+        separators: bool = False,
+    ) -> PyraTokTokenLayout:
+        """The `PyraTokTokenLayout` of a clip `(T, H, W)` (`num_frames=1, is_image=True` for images); `order` is
+        `"frame_major"`, `"level_major"` or `"planes"`, `separators` adds `<SOI>` / `<Q-SEP>` to `"level_major"`."""
+        return self.core.token_layout(num_frames, height, width, order, pad_to_square, is_image, separators)
+
+    @torch.no_grad()
+    def encode_to_sequence(
+        self,
+        pixel_values: torch.Tensor,
+        text: TextInput = None,
+        order: str = "frame_major",
+        pad_to_square: bool = False,
+        separators: bool = False,
+    ) -> tuple[torch.Tensor, PyraTokTokenLayout]:
+        """Video `(B, 3, T, H, W)` or images `(B, 3, H, W)` in [-1, 1] (+ optional text) → one id sequence per clip.
+
+        Returns:
+            `(seq, layout)`: `seq` int64 `(B, layout.seq_len)`, `layout` the `PyraTokTokenLayout` that undoes it.
+        """
+        tokens = self.tokenize(pixel_values, text=text)  # validates the input first
+        layout = self.core.input_token_layout(pixel_values, order, pad_to_square, separators)
+        return layout.flatten(tokens.ids), layout
+
+    @torch.no_grad()
+    def decode_from_sequence(self, seq: torch.Tensor, layout: PyraTokTokenLayout) -> torch.Tensor:
+        """Id sequences `(B, layout.seq_len)` → video `(B, 3, T, H, W)` in [-1, 1] (`(B, 3, H, W)` for an image
+        layout); equals `detokenize` of the unflattened ids."""
+        return self.core.decode_sequence(seq, layout)
+
+    def embed_ids(self, ids: torch.Tensor, space: str = "bits") -> torch.Tensor:
+        """Code vectors of ids `(...)` for a prior: `"bits"` → ±1 `(..., codebook_dim)`, `"semantic"` → `W_c` code
+        embedding `(..., semantic_dim)` (pyramid mode only)."""
+        return self.core.embed_ids(ids, space)
 
 
 PyraTokConfig.register_for_auto_class()
