@@ -17,14 +17,20 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from .backbone_pyratok import PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
+    check_single_device,
     checkpoint_mismatch_message,
     load_state_dict_strict,
-    read_config,
-    read_foreign_checkpoint,
-    resolve_checkpoint,
+    place_loaded_model,
+    read_foreign_pretrained,
+    write_remote_code,
 )
 from .configuration_pyratok import PyraTokConfig, config_field_names
 from .modeling_pyratok import PyraTokCore, TextInput
+
+# diffusers' remote-code loader (`AutoModel.from_pretrained(folder, trust_remote_code=True)`) copies only the files
+# this module imports directly, so every package file the class needs is named here.
+from .quantizer_pyratok import PyraTokLaPQ  # noqa: F401, E402
+from .text_encoder_pyratok import PyraTokTextEncoder  # noqa: F401, E402
 from .tokens_pyratok import PyraTokLevelIds, PyraTokTokenLayout
 
 # diffusers' AutoencoderKLWan tiling defaults, in pixels.
@@ -78,7 +84,11 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = False
-    _no_split_modules = ["PyraTokBackbone", "PyraTokLaPQ"]
+    # No `_no_split_modules` (as `AutoencoderKLWan`): `device_map="auto"` is refused, and `from_pretrained` refuses any
+    # map that splits or offloads the model (`check_single_device`).
+    # Layerwise casting (fp8/fp16 storage) stays out of the quantizer: it is small, its LFQ math is fp32, and
+    # `nn.MultiheadAttention` reads its output projection's weight without that module's casting hook.
+    _skip_layerwise_casting_patterns = ["quantizer"]
 
     def __init__(self, **kwargs: Any):
         super().__init__()
@@ -105,18 +115,20 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
     ) -> AutoencoderPyraTok:
         """Load a PyraTok checkpoint written by either class; a weight that does not fit raises `ValueError`.
 
-        The official release (`"onkarsus13/PyraTok"`, `subfolder="vae"`, an `AutoencoderKLPyraTok` folder) is
-        recognised and converted on the fly (`quantizer_mode="residual"`, DESIGN §3b).
+        Folders in diffusers' own layout (variants, shards with an index, `.bin`) load through `ModelMixin`. A folder
+        saved by `PyraTokModel`, and the official release (`"onkarsus13/PyraTok"`, `subfolder="vae"`, an
+        `AutoencoderKLPyraTok` folder, converted on the fly to `quantizer_mode="residual"`, DESIGN §3b), are read
+        here; `dtype` / `torch_dtype` and a one-device `device_map` apply to both. A `device_map` that splits or
+        offloads the model raises `ValueError`.
         """
-        files = resolve_checkpoint(pretrained_model_name_or_path, subfolder, **kwargs)
+        check_single_device(kwargs.get("device_map"))
         source = str(pretrained_model_name_or_path)
-        foreign = read_foreign_checkpoint(files, read_config(files.config_file), "diffusers", source)
+        foreign = read_foreign_pretrained(source, subfolder, "diffusers", **kwargs)
         if foreign is not None:
             fields, state = foreign
             model = cls(**fields)
             load_state_dict_strict(model, state, source)
-            dtype = kwargs.get("torch_dtype")
-            return (model.to(dtype) if dtype is not None else model).eval()
+            return place_loaded_model(model, kwargs).eval()
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(
             pretrained_model_name_or_path, subfolder=subfolder, output_loading_info=True, **kwargs
@@ -125,6 +137,19 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
         if any(bad):
             raise ValueError(checkpoint_mismatch_message(str(pretrained_model_name_or_path), *bad))
         return (model, info) if want_info else model
+
+    @classmethod
+    def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        # `auto_map` (written by `save_pretrained` for diffusers' `AutoModel`) is loading metadata, not an init arg.
+        return super().extract_init_dict({k: v for k, v in config_dict.items() if k != "auto_map"}, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`ModelMixin.save_pretrained`, plus this package's code files and an `auto_map` entry in `config.json`, so
+        that `diffusers.AutoModel.from_pretrained(folder, trust_remote_code=True)` resolves the class (diffusers'
+        `AutoModel` otherwise looks `_class_name` up in `diffusers` itself)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(save_directory, __file__, "autoencoder_pyratok.AutoencoderPyraTok")
 
     # ---- tiling -----------------------------------------------------------------------------------------------------
     def enable_tiling(
@@ -235,19 +260,23 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
         """Encode videos `(B, C, T, H, W)` or images `(B, C, H, W)` in [-1, 1].
 
         Args:
-            x: Input pixels; `T = 4k + 1`, H and W multiples of `pyratok_config.spatial_multiple`.
+            x: Input pixels; `T = 4k + 1`, H and W multiples of the backbone factor `f = config.scale_factor_spatial`
+                (replicate-padded to `pyratok_config.spatial_multiple` for the token grid, the latent then cropped).
             return_dict: Return an `AutoencoderKLOutput` (else a 1-tuple).
             text: Optional prompt(s) steering the quantization (`str`, one per item, or None).
 
         Returns:
-            `latent_dist`: a deterministic `DiagonalGaussianDistribution` over `ẑ (B, z_dim, T', H', W')`.
+            `latent_dist`: a deterministic `DiagonalGaussianDistribution` over `ẑ (B, z_dim, T', H / f, W / f)`,
+            per-channel normalised when `config.latent_normalization="per_channel"`.
         """
-        x5, is_image = self.core.check_video(x, name="x")
+        x5, is_image = self.core.check_video(x, name="x", pad=True)
+        x5, frame_size = self.core.pad_frames(x5)
         if self.use_slicing and x5.shape[0] > 1:
             texts = _split_text(text, x5.shape[0])
             z = torch.cat([self._encode(xi, ti) for xi, ti in zip(x5.split(1), texts, strict=True)])
         else:
             z = self._encode(x5, text)
+        z = self.core.normalize_latent(self.core.crop_latent(z, frame_size))
         if is_image:
             z = z[:, :, 0]
         posterior = DiagonalGaussianDistribution(torch.cat([z, torch.zeros_like(z)], dim=1), deterministic=True)
@@ -260,9 +289,11 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
     ) -> DecoderOutput | tuple[torch.Tensor]:
         """Decode latents `(B, z_dim, T', H', W')` (or `(B, z_dim, H', W')`) to pixels in [-1, 1].
 
-        `generator` is accepted for `AutoencoderKL` call compatibility; decoding is deterministic.
+        Any `H', W'` decode (to `f·H' x f·W'`); a per-channel normalised latent is de-normalised first. `generator` is
+        accepted for `AutoencoderKL` call compatibility; decoding is deterministic.
         """
         z5, is_image = self.core.check_latent(z)
+        z5 = self.core.denormalize_latent(z5)
         if self.use_slicing and z5.shape[0] > 1:
             video = torch.cat([self.core.decode_latent(zi) for zi in z5.split(1)])
         else:
@@ -289,25 +320,34 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
     def encode_to_ids(self, x: torch.Tensor, text: TextInput = None) -> PyraTokLevelIds:
         """Pixels → one int64 id tensor per level `(B, T', H_l, W_l)` in `[0, 2**codebook_dim)`, shallow to deep.
 
-        Runs untiled: token grids are not blended across tiles. The list remembers an image input (`is_image`), so
-        `decode_from_ids` returns images for it.
+        H and W need only be multiples of the backbone factor: the frames are replicate-padded to
+        `pyratok_config.spatial_multiple` and the ids cover the padded frame (pass `frame_size=(H, W)` to
+        `decode_from_ids` to crop the video back). Runs untiled: token grids are not blended across tiles. The list
+        remembers an image input (`is_image`), so `decode_from_ids` returns images for it.
         """
-        x5, is_image = self.core.check_video(x, name="x")
+        x5, is_image = self.core.check_video(x, name="x", pad=True)
+        x5, _ = self.core.pad_frames(x5)
         return PyraTokLevelIds(self.core.quantize(x5, text=text)[0].ids, is_image=is_image)
 
     @torch.no_grad()
-    def decode_from_ids(self, ids: Sequence[torch.Tensor], is_image: bool | None = None) -> torch.Tensor:
+    def decode_from_ids(
+        self,
+        ids: Sequence[torch.Tensor],
+        is_image: bool | None = None,
+        frame_size: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
         """Per-level ids (as `encode_to_ids` returns) → video `(B, C, T, H, W)` in [-1, 1].
 
         Args:
             ids: one `(B, T', H_l, W_l)` tensor per level.
             is_image: return images `(B, C, H, W)` (needs `T' = 1`). `None` (default): `ids.is_image` when `ids` came
                 from `encode_to_ids` (4-D in → 4-D out), else video.
+            frame_size: `(H, W)` of the frames that were encoded, when they were padded: the video is cropped to it.
         """
         is_image = bool(getattr(ids, "is_image", False)) if is_image is None else is_image
         if not isinstance(is_image, bool):
             raise ValueError(f"is_image must be a bool or None, got {is_image!r}")
-        video = self.core.decode_latent(self.core.ids_to_latent(list(ids)))
+        video = self.core.crop_frames(self.core.decode_latent(self.core.ids_to_latent(list(ids))), frame_size)
         if is_image and video.shape[2] != 1:
             raise ValueError(f"is_image=True needs ids of one latent frame, got T'={ids[0].shape[1]}")
         return video[:, :, 0] if is_image else video

@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,13 +47,11 @@ def _resolve_file(name_or_path: str, filename: str, subfolder: str | None, hub_k
         return None
 
 
-def resolve_checkpoint(
-    name_or_path: str | os.PathLike, subfolder: str | None = None, **kwargs: Any
-) -> PyraTokCheckpointFiles:
-    """Find `config.json` and the safetensors weights of a local folder or Hub repo, in either layout.
+def resolve_config(name_or_path: str | os.PathLike, subfolder: str | None = None, **kwargs: Any) -> str:
+    """Path of the `config.json` of a local folder or Hub repo.
 
     Raises:
-        ValueError: when the folder has no config or no safetensors weights under a name PyraTok writes.
+        ValueError: when `name_or_path` is neither a folder nor a Hub id, or has no config.
     """
     name_or_path = str(name_or_path)
     if not os.path.isdir(name_or_path) and (os.path.isabs(name_or_path) or name_or_path.startswith(".")):
@@ -66,6 +65,20 @@ def resolve_checkpoint(
         raise ValueError(
             f"{name_or_path!r} (subfolder={subfolder!r}) has no {CONFIG_NAME}; is it a PyraTok checkpoint?"
         )
+    return config_file
+
+
+def resolve_checkpoint(
+    name_or_path: str | os.PathLike, subfolder: str | None = None, **kwargs: Any
+) -> PyraTokCheckpointFiles:
+    """Find `config.json` and the unsharded safetensors weights of a local folder or Hub repo, in either layout.
+
+    Raises:
+        ValueError: when the folder has no config or no safetensors weights under a name PyraTok writes.
+    """
+    name_or_path = str(name_or_path)
+    config_file = resolve_config(name_or_path, subfolder, **kwargs)
+    hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if kwargs.get(k) is not None}
     for layout, filename in (("transformers", TRANSFORMERS_WEIGHTS_NAME), ("diffusers", DIFFUSERS_WEIGHTS_NAME)):
         weights_file = _resolve_file(name_or_path, filename, subfolder, hub_kwargs)
         if weights_file is not None:
@@ -296,8 +309,112 @@ def read_foreign_checkpoint(
     return None
 
 
+# Any weights file either base class may read: plain, variant (`.fp16.`), sharded (`-00001-of-00002`) or its index,
+# safetensors or pickle.
+_NATIVE_WEIGHTS = re.compile(r"^(model|diffusion_pytorch_model)([.-].*)?\.(safetensors|bin|json)$")
+
+
+def config_layout(raw: dict[str, Any]) -> str | None:
+    """Which front end wrote a PyraTok `config.json`: "diffusers" (`_class_name`), "transformers" (`model_type`), or
+    None when neither marker is there."""
+    if "_class_name" in raw or "_diffusers_version" in raw:
+        return "diffusers"
+    if raw.get("model_type") == "pyratok":
+        return "transformers"
+    return None
+
+
+def read_foreign_pretrained(
+    name_or_path: str | os.PathLike, subfolder: str | None, native_layout: str, **kwargs: Any
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """Config fields and state dict when `name_or_path` holds a checkpoint the calling front end's base class cannot
+    read, else None (then the base class loads it: variants, shards with an index, `.bin`, Hub options).
+
+    Foreign means written by the other front end (its `config.json` markers; weights `model.safetensors` or
+    `diffusion_pytorch_model.safetensors`) or the official `AutoencoderKLPyraTok` release (converted here).
+
+    Raises:
+        ValueError: no such folder, no `config.json`, or (local folder) no weights file of any form.
+    """
+    source = str(name_or_path)
+    raw = read_config(resolve_config(source, subfolder, **kwargs))
+    if is_official_config(raw) or config_layout(raw) not in (None, native_layout):
+        files = resolve_checkpoint(source, subfolder, **kwargs)
+        return read_foreign_checkpoint(files, raw, native_layout, source)
+    folder = os.path.join(source, subfolder or "")
+    if os.path.isdir(folder) and not any(_NATIVE_WEIGHTS.match(name) for name in os.listdir(folder)):
+        raise ValueError(
+            f"{source!r} (subfolder={subfolder!r}) has no weights file ({TRANSFORMERS_WEIGHTS_NAME}, "
+            f"{DIFFUSERS_WEIGHTS_NAME}, a variant, shards or .bin); is it a PyraTok checkpoint saved as safetensors?"
+        )
+    return None
+
+
+def check_single_device(device_map: Any, name: str = "device_map") -> None:
+    """Refuse a device map that splits PyraTok over devices or offloads part of it to CPU or disk.
+
+    accelerate's offload hooks rebuild the list arguments that carry Wan's causal cache between chunks (an offloaded
+    backbone silently encodes every chunk as a first chunk), and `nn.MultiheadAttention` in the quantizer reads its
+    output projection's weight without running that module's hook; so any split would give wrong output or crash.
+
+    Raises:
+        ValueError: for several devices, or `"disk"` / `"meta"`.
+    """
+    if device_map is None:
+        return
+    values = device_map.values() if isinstance(device_map, dict) else [device_map]
+    devices = {str(v) for v in values}
+    if len(devices) > 1 or devices & {"disk", "meta"}:
+        raise ValueError(
+            f"{name}={device_map!r} places parts of PyraTok on {sorted(devices)}: PyraTok loads onto one device "
+            "(offload hooks break its causal cache and quantizer attention); pass one device, e.g. 'cpu' or 'cuda:0'"
+        )
+
+
+def place_loaded_model(model: torch.nn.Module, kwargs: dict[str, Any]) -> torch.nn.Module:
+    """Apply `dtype` (or its older name `torch_dtype`) and a one-device `device_map` (`check_single_device`) to a
+    model built from a foreign folder, as the base class's loader would."""
+    dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype)
+    if isinstance(dtype, torch.dtype):
+        model = model.to(dtype)
+    device_map = kwargs.get("device_map")
+    device = next(iter(device_map.values())) if isinstance(device_map, dict) else device_map
+    if device is not None and device not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        model = model.to(device)
+    return model
+
+
+def write_remote_code(save_directory: str | os.PathLike, module_file: str, class_ref: str) -> None:
+    """Copy `module_file` and the package files it imports relatively into `save_directory`, and record
+    `auto_map = {"AutoModel": class_ref}` in its `config.json` (diffusers' remote-code convention).
+
+    Args:
+        save_directory: A folder `save_pretrained` just wrote.
+        module_file: Path of the module that defines the saved class.
+        class_ref: `"<module name>.<class name>"`, e.g. `"autoencoder_pyratok.AutoencoderPyraTok"`.
+    """
+    from diffusers.utils.dynamic_modules_utils import get_relative_import_files
+
+    for path in [module_file, *get_relative_import_files(module_file)]:
+        shutil.copy(path, os.path.join(save_directory, os.path.basename(path)))
+    config_file = os.path.join(save_directory, CONFIG_NAME)
+    raw = read_config(config_file)
+    raw["auto_map"] = {"AutoModel": class_ref}
+    with open(config_file, "w", encoding="utf-8") as f:
+        json.dump(raw, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 __all__ = [
+    "check_single_device",
+    "place_loaded_model",
+    "write_remote_code",
+    "config_layout",
     "read_foreign_checkpoint",
+    "read_foreign_pretrained",
+    "resolve_config",
     "OFFICIAL_CLASS_NAME",
     "PyraTokCheckpointFiles",
     "convert_official_state_dict",

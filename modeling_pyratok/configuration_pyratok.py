@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -243,10 +244,29 @@ PRESETS: dict[str, dict[str, Any]] = {
 QUANTIZER_MODES = ("pyramid", "residual")
 ENTROPY_MODES = ("exact", "grouped")
 LATERAL_POOLINGS = ("average", "strided_conv")
+LATENT_NORMALIZATIONS = ("none", "per_channel")
 
-# Backbone-derived attributes that diffusers pipelines read from `vae.config`; `None` means "take it from the
-# backbone config", an explicit value must agree with it.
-_DERIVED_FROM_BACKBONE = ("z_dim", "latents_mean", "latents_std", "scale_factor_temporal", "scale_factor_spatial")
+# Backbone-derived attributes that diffusers pipelines read from `vae.config` (Wan: `z_dim`, `latents_mean/std`,
+# `scale_factor_*`; CogVideoX, OmniGen and OmniGen2: `block_out_channels`, `temporal_compression_ratio`; Flux/SD3
+# style: `latent_channels`); `None` means "take it from the backbone config", an explicit value must agree with it.
+_DERIVED_FROM_BACKBONE = (
+    "z_dim",
+    "latents_mean",
+    "latents_std",
+    "scale_factor_temporal",
+    "scale_factor_spatial",
+    "block_out_channels",
+    "latent_channels",
+    "temporal_compression_ratio",
+)
+
+
+def _block_out_channels(backbone_config: dict[str, Any], scale_factor_spatial: int) -> list[int]:
+    """Encoder widths, shallow to deep, padded with the first width (patchify) to `log2(spatial factor) + 1` entries:
+    pipelines read only the length (`vae_scale_factor = 2 ** (len - 1)`)."""
+    depth = int(math.log2(scale_factor_spatial)) + 1
+    widths = [backbone_config["base_dim"] * m for m in backbone_config["dim_mult"]][-depth:]
+    return [widths[0]] * (depth - len(widths)) + widths
 
 
 def _backbone_signature() -> inspect.Signature:
@@ -310,6 +330,17 @@ class PyraTokConfig(PretrainedConfig):
         scaling_factor, shift_factor: Latent normalisation read by some diffusers pipelines.
         z_dim, latents_mean, latents_std, scale_factor_temporal, scale_factor_spatial: Read from the backbone
             config when left `None`; pipelines read them from `vae.config`.
+        latent_normalization (`str`): `"none"` (default): `AutoencoderPyraTok.encode` / `PyraTokModel.encode` return
+            the backbone's latent and `latents_mean` / `latents_std` are the backbone's statistics (Wan pipelines
+            normalise with them). `"per_channel"`: `encode` returns `(z - mean) / std` with the backbone's statistics
+            and `decode` undoes it, for pipelines that apply only a scalar `scaling_factor` / `shift_factor`
+            (CogVideoX, OmniGen, OmniGen2); `latents_mean` / `latents_std` then read 0 / 1, so a Wan pipeline's own
+            normalisation is the identity.
+        invert_scale_latents (`bool`): Read by CogVideoX 1.5 image-to-video (always False for PyraTok).
+        block_out_channels, latent_channels, temporal_compression_ratio: Derived from the backbone when left `None`
+            (`block_out_channels` has `log2(scale_factor_spatial) + 1` entries, the encoder widths, shallow to deep,
+            so pipelines compute `vae_scale_factor = 2 ** (len - 1)`; `latent_channels = z_dim`;
+            `temporal_compression_ratio = scale_factor_temporal`); an explicit value must agree.
     """
 
     model_type = "pyratok"
@@ -355,6 +386,11 @@ class PyraTokConfig(PretrainedConfig):
     latents_std: list | None = None
     scale_factor_temporal: int | None = None
     scale_factor_spatial: int | None = None
+    latent_normalization: str = "none"
+    invert_scale_latents: bool = False
+    block_out_channels: list | None = None
+    latent_channels: int | None = None
+    temporal_compression_ratio: int | None = None
 
     def __post_init__(self, **kwargs):
         # diffusers' bookkeeping keys appear when a folder saved by `AutoencoderPyraTok` is read here.
@@ -374,19 +410,35 @@ class PyraTokConfig(PretrainedConfig):
     def _resolve_backbone_attributes(self) -> None:
         bb = self.backbone_config
         patch = bb.get("patch_size") or 1
+        if self.latent_normalization not in LATENT_NORMALIZATIONS:
+            raise ValueError(
+                f"latent_normalization={self.latent_normalization!r}; expected one of {LATENT_NORMALIZATIONS}"
+            )
+        per_channel = self.latent_normalization == "per_channel"
+        temporal = bb.get("scale_factor_temporal") or 2 ** sum(bb["temperal_downsample"])
+        spatial = bb.get("scale_factor_spatial") or patch * 2 ** len(bb["temperal_downsample"])
         derived = {
             "z_dim": bb["z_dim"],
-            "latents_mean": list(bb["latents_mean"]),
-            "latents_std": list(bb["latents_std"]),
-            "scale_factor_temporal": bb.get("scale_factor_temporal") or 2 ** sum(bb["temperal_downsample"]),
-            "scale_factor_spatial": bb.get("scale_factor_spatial") or patch * 2 ** len(bb["temperal_downsample"]),
+            # The statistics of what `encode` returns: already normalised in per-channel mode.
+            "latents_mean": [0.0] * bb["z_dim"] if per_channel else list(bb["latents_mean"]),
+            "latents_std": [1.0] * bb["z_dim"] if per_channel else list(bb["latents_std"]),
+            "scale_factor_temporal": temporal,
+            "scale_factor_spatial": spatial,
+            "block_out_channels": _block_out_channels(bb, spatial),
+            "latent_channels": bb["z_dim"],
+            "temporal_compression_ratio": temporal,
         }
         for name in _DERIVED_FROM_BACKBONE:
             given = getattr(self, name)
             if given is None:
                 setattr(self, name, derived[name])
             elif (list(given) if isinstance(given, list | tuple) else given) != derived[name]:
-                raise ValueError(f"{name}={given!r} disagrees with the backbone config, which gives {derived[name]!r}")
+                raise ValueError(
+                    f"{name}={given!r} disagrees with the backbone config and latent_normalization="
+                    f"{self.latent_normalization!r}, which give {derived[name]!r}"
+                )
+        if not isinstance(self.invert_scale_latents, bool) or self.invert_scale_latents:
+            raise ValueError(f"invert_scale_latents={self.invert_scale_latents!r}; PyraTok latents are not inverted")
 
     def _validate(self) -> None:
         if self.quantizer_mode not in QUANTIZER_MODES:

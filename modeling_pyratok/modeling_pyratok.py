@@ -19,11 +19,11 @@ from transformers.utils import ModelOutput, logging
 
 from .backbone_pyratok import PyraTokBackbone, PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
+    check_single_device,
     checkpoint_mismatch_message,
     load_state_dict_strict,
-    read_config,
-    read_foreign_checkpoint,
-    resolve_checkpoint,
+    place_loaded_model,
+    read_foreign_pretrained,
 )
 from .configuration_pyratok import PyraTokConfig, backbone_config_differences
 from .quantizer_pyratok import (
@@ -94,13 +94,16 @@ class PyraTokTokens:
 
     Args:
         ids: One int64 tensor per pyramid level (shallow to deep), `(B, T', H_l, W_l)`, in `[0, 2**codebook_dim)`.
-        latent_size: `(T', H', W')`, the decoder latent grid.
+        latent_size: `(T', H', W')`, the decoder latent grid (of the padded frame, see `frame_size`).
         is_image: Whether the input was `(B, 3, H, W)` images (then `detokenize` returns images).
+        frame_size: `(H, W)` of the input frames when they were padded to `config.spatial_multiple` before encoding
+            (the ids cover the padded frame; `detokenize` crops back to this size); None when nothing was padded.
     """
 
     ids: list[torch.Tensor]
     latent_size: tuple[int, int, int]
     is_image: bool = False
+    frame_size: tuple[int, int] | None = None
 
 
 class PyraTokCore(nn.Module):
@@ -170,8 +173,13 @@ class PyraTokCore(nn.Module):
         bb = self.config.backbone_config
         return bb["in_channels"] // (bb.get("patch_size") or 1) ** 2
 
-    def check_video(self, pixel_values: Any, name: str = "pixel_values") -> tuple[torch.Tensor, bool]:
+    def check_video(
+        self, pixel_values: Any, name: str = "pixel_values", pad: bool = False
+    ) -> tuple[torch.Tensor, bool]:
         """Validate a video `(B, C, T, H, W)` or image batch `(B, C, H, W)` in [-1, 1].
+
+        `pad=False`: H and W must be multiples of `config.spatial_multiple`. `pad=True`: multiples of the backbone
+        factor `config.scale_factor_spatial` suffice (the caller pads with `pad_frames`).
 
         Returns:
             The input as a 5-D tensor in the model's dtype, and whether it was a 4-D image batch.
@@ -200,18 +208,78 @@ class PyraTokCore(nn.Module):
                 f"{name} has T={t} frames; PyraTok needs T = {chunk}k + 1 (e.g. {lo} or {lo + chunk}): the backbone "
                 f"encodes the first frame alone, then chunks of {chunk}"
             )
-        m = self.config.spatial_multiple
+        m = self.config.scale_factor_spatial if pad else self.config.spatial_multiple
         if h % m or w % m:
-            raise ValueError(
-                f"{name} has H x W = {h} x {w}; both must be multiples of {m} (backbone factor "
-                f"{self.config.scale_factor_spatial} x deepest level stride {max(self.config.level_spatial_strides)})"
+            why = (
+                f"the backbone factor; they are then padded to multiples of {self.config.spatial_multiple}"
+                if pad
+                else f"backbone factor {self.config.scale_factor_spatial} x deepest level stride "
+                f"{max(self.config.level_spatial_strides)}"
             )
+            raise ValueError(f"{name} has H x W = {h} x {w}; both must be multiples of {m} ({why})")
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or Inf values")
         lo, hi = x.min().item(), x.max().item()
         if lo < -1 - _RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
             raise ValueError(f"{name} values span [{lo:.3g}, {hi:.3g}]; PyraTok takes pixels in [-1, 1]")
         return x.to(self.backbone.vae.dtype), is_image
+
+    def pad_frames(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """Replicate-pad a validated clip `(B, C, T, H, W)` at the bottom and right to multiples of
+        `config.spatial_multiple`, so every pyramid level gets a whole token grid.
+
+        Returns:
+            The padded clip and the original `(H, W)`, or the clip itself and None when no padding was needed.
+        """
+        height, width = x.shape[-2:]
+        m = self.config.spatial_multiple
+        pad_h, pad_w = -height % m, -width % m
+        if not pad_h and not pad_w:
+            return x, None
+        # replicate padding on CPU lacks some reduced-precision kernels: pad in fp32.
+        padded = F.pad(x.float(), (0, pad_w, 0, pad_h, 0, 0), mode="replicate").to(x.dtype)
+        return padded, (height, width)
+
+    def crop_latent(self, latent: torch.Tensor, frame_size: tuple[int, int] | None) -> torch.Tensor:
+        """Crop a latent `(B, z_dim, T', H'_pad, W'_pad)` of a padded clip to the frame's `(H / f, W / f)` grid."""
+        if frame_size is None:
+            return latent
+        f = self.config.scale_factor_spatial
+        return latent[..., : -(-frame_size[0] // f), : -(-frame_size[1] // f)]
+
+    @staticmethod
+    def crop_frames(video: torch.Tensor, frame_size: tuple[int, int] | None) -> torch.Tensor:
+        """Crop decoded frames `(..., H_pad, W_pad)` back to `frame_size = (H, W)` (None: unchanged)."""
+        if frame_size is None:
+            return video
+        height, width = (int(s) for s in frame_size)
+        if height < 1 or width < 1 or height > video.shape[-2] or width > video.shape[-1]:
+            raise ValueError(
+                f"frame_size={tuple(frame_size)} does not fit the decoded frames {tuple(video.shape[-2:])}"
+            )
+        return video[..., :height, :width]
+
+    def normalize_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """`latent_normalization="per_channel"`: `(z - mean) / std` with the backbone's statistics; else unchanged."""
+        if self.config.latent_normalization == "none":
+            return latent
+        mean, std = self._latent_stats(latent)
+        return (latent - mean) / std
+
+    def denormalize_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Inverse of `normalize_latent`: `z * std + mean` in per-channel mode; else unchanged."""
+        if self.config.latent_normalization == "none":
+            return latent
+        mean, std = self._latent_stats(latent)
+        return latent * std + mean
+
+    def _latent_stats(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Channel axis 1 of a 5-D latent; the backbone's own statistics (the top-level ones read 0 / 1 here).
+        shape = (1, -1) + (1,) * (latent.ndim - 2)
+        bb = self.config.backbone_config
+        mean = torch.tensor(bb["latents_mean"], device=latent.device, dtype=latent.dtype).view(shape)
+        std = torch.tensor(bb["latents_std"], device=latent.device, dtype=latent.dtype).view(shape)
+        return mean, std
 
     def latent_size(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         s = self.config.scale_factor_spatial
@@ -633,10 +701,13 @@ class PyraTokCore(nn.Module):
             raise ValueError(f"num_frames={num_frames}; PyraTok needs T = {chunk}k + 1 frames")
         if is_image and num_frames != 1:
             raise ValueError(f"an image layout has num_frames=1, got {num_frames}")
-        m = self.config.spatial_multiple
-        if height % m or width % m:
-            raise ValueError(f"H x W = {height} x {width}; both must be multiples of {m}")
-        grids = self.quantizer.level_grid(self.latent_size(num_frames, height, width))
+        factor, m = self.config.scale_factor_spatial, self.config.spatial_multiple
+        if height % factor or width % factor:
+            raise ValueError(f"H x W = {height} x {width}; both must be multiples of {factor}")
+        # The encoder pads frames to multiples of `spatial_multiple` (`pad_frames`): the ids cover the padded frame,
+        # and `frame_size` records the size decoding crops back to.
+        padded_height, padded_width = height + (-height % m), width + (-width % m)
+        grids = self.quantizer.level_grid(self.latent_size(num_frames, padded_height, padded_width))
         return PyraTokTokenLayout(
             level_shapes=tuple(grids),
             level_strides=tuple(self.quantizer.level_spatial_strides),
@@ -758,20 +829,25 @@ class PyraTokModel(PyraTokPreTrainedModel):
         """Load a PyraTok checkpoint (Hub id or folder) written by `PyraTokModel` or `AutoencoderPyraTok`.
 
         Any missing, unexpected or wrongly shaped weight raises `ValueError` naming it, rather than leaving part of
-        the tokenizer randomly initialised. The official release (`"onkarsus13/PyraTok"`, `subfolder="vae"`, an
-        `AutoencoderKLPyraTok` folder) is recognised and converted on the fly (`quantizer_mode="residual"`).
+        the tokenizer randomly initialised. Folders in transformers' own layout (variants, shards with an index,
+        `.bin`) and `from_pretrained(None, config=..., state_dict=...)` go to `PreTrainedModel`. A folder saved by
+        `AutoencoderPyraTok`, and the official release (`"onkarsus13/PyraTok"`, `subfolder="vae"`, an
+        `AutoencoderKLPyraTok` folder, converted on the fly to `quantizer_mode="residual"`), are read here, honouring
+        `dtype` / `torch_dtype` and a one-device `device_map`. A device map that splits or offloads the model raises
+        `ValueError`.
         """
+        if pretrained_model_name_or_path is None:  # `config=` + `state_dict=`: nothing on disk to intercept
+            return super().from_pretrained(None, *model_args, **kwargs)
+        check_single_device(kwargs.get("device_map"))
         subfolder = kwargs.get("subfolder") or None
         hub_kwargs = {k: v for k, v in kwargs.items() if k != "subfolder"}
-        files = resolve_checkpoint(pretrained_model_name_or_path, subfolder, **hub_kwargs)
         source = str(pretrained_model_name_or_path)
-        foreign = read_foreign_checkpoint(files, read_config(files.config_file), "transformers", source)
+        foreign = read_foreign_pretrained(source, subfolder, "transformers", **hub_kwargs)
         if foreign is not None:
             fields, state = foreign
             model = cls(PyraTokConfig(**fields))
             load_state_dict_strict(model, state, source)
-            dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
-            return (model.to(dtype) if dtype is not None else model).eval()
+            return place_loaded_model(model, kwargs).eval()
         want_info = kwargs.pop("output_loading_info", False)
         # Let transformers report size mismatches instead of raising its generic RuntimeError; we raise below.
         kwargs.setdefault("ignore_mismatched_sizes", True)
@@ -788,6 +864,8 @@ class PyraTokModel(PyraTokPreTrainedModel):
                     bad["mismatched_keys"],
                 )
             )
+        # `device_map="auto"` may have split or offloaded the model: refuse rather than run it wrongly.
+        check_single_device(getattr(model, "hf_device_map", None), "the device_map resolved from device_map")
         model.core.backbone.freeze_pretrained()
         return (model, info) if want_info else model
 
@@ -889,11 +967,12 @@ class PyraTokModel(PyraTokPreTrainedModel):
         Returns:
             `PyraTokOutput`.
         """
-        x, is_image = self.core.check_video(pixel_values)
+        x, is_image = self.core.check_video(pixel_values, pad=True)
+        x, frame_size = self.core.pad_frames(x)
         q, moments = self.core.quantize(
             x, return_loss, text, input_ids, attention_mask, text_embeds, text_attention_mask
         )
-        reconstruction = self.core.decode_latent(q.latent)
+        reconstruction = self.core.crop_frames(self.core.decode_latent(q.latent), frame_size)
         loss = losses = None
         if return_loss:
             losses = dict(q.losses)
@@ -904,8 +983,9 @@ class PyraTokModel(PyraTokPreTrainedModel):
                 loss = loss + self.config.latent_loss_weight * losses["latent"]
         if is_image:
             reconstruction = reconstruction[:, :, 0]
+        latent = self.core.crop_latent(q.latent, frame_size)
         out = PyraTokOutput(
-            loss=loss, losses=losses, reconstruction=reconstruction, latent=q.latent, codes=q.codes, ids=q.ids
+            loss=loss, losses=losses, reconstruction=reconstruction, latent=latent, codes=q.codes, ids=q.ids
         )
         return out if return_dict else out.to_tuple()
 
@@ -917,16 +997,25 @@ class PyraTokModel(PyraTokPreTrainedModel):
         text_embeds: torch.Tensor | None = None,
         text_attention_mask: torch.Tensor | None = None,
     ) -> PyraTokTokens:
-        """Video (+ optional text) → per-level token ids. See `forward` for the argument layouts."""
-        x, is_image = self.core.check_video(pixel_values)
+        """Video (+ optional text) → per-level token ids. See `forward` for the argument layouts.
+
+        H and W need only be multiples of the backbone factor: the frames are replicate-padded to
+        `config.spatial_multiple`, the ids cover the padded frame and `frame_size` records the original size.
+        """
+        x, is_image = self.core.check_video(pixel_values, pad=True)
+        x, frame_size = self.core.pad_frames(x)
         q, moments = self.core.quantize(x, text=text, text_embeds=text_embeds, text_attention_mask=text_attention_mask)
-        return PyraTokTokens(ids=list(q.ids), latent_size=tuple(moments.shape[2:]), is_image=is_image)
+        return PyraTokTokens(
+            ids=list(q.ids), latent_size=tuple(moments.shape[2:]), is_image=is_image, frame_size=frame_size
+        )
 
     @torch.no_grad()
     def detokenize(self, tokens: PyraTokTokens | Sequence[torch.Tensor]) -> torch.Tensor:
         """Token ids → video `(B, 3, T, H, W)` in [-1, 1] (images `(B, 3, H, W)` if they came from images)."""
         ids = tokens.ids if isinstance(tokens, PyraTokTokens) else tokens
         video = self.core.decode_latent(self.core.ids_to_latent(ids))
+        if isinstance(tokens, PyraTokTokens):
+            video = self.core.crop_frames(video, tokens.frame_size)
         return video[:, :, 0] if isinstance(tokens, PyraTokTokens) and tokens.is_image else video
 
     @torch.no_grad()
@@ -937,18 +1026,24 @@ class PyraTokModel(PyraTokPreTrainedModel):
         text_embeds: torch.Tensor | None = None,
         text_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Video → fused (quantized) decoder latent `(B, z_dim, T', H', W')` (4-D for image input)."""
-        x, is_image = self.core.check_video(pixel_values)
+        """Video → fused (quantized) decoder latent `(B, z_dim, T', H / f, W / f)` (4-D for image input).
+
+        H and W need only be multiples of the backbone factor `f` (padded, then the latent cropped); the latent is
+        per-channel normalised when `config.latent_normalization="per_channel"`.
+        """
+        x, is_image = self.core.check_video(pixel_values, pad=True)
+        x, frame_size = self.core.pad_frames(x)
         latent = self.core.quantize(x, text=text, text_embeds=text_embeds, text_attention_mask=text_attention_mask)[
             0
         ].latent
+        latent = self.core.normalize_latent(self.core.crop_latent(latent, frame_size))
         return latent[:, :, 0] if is_image else latent
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Decoder latent `(B, z_dim, T', H', W')` → video `(B, 3, T, H, W)` in [-1, 1] (4-D in → 4-D out)."""
         z, is_image = self.core.check_latent(latent)
-        video = self.core.decode_latent(z)
+        video = self.core.decode_latent(self.core.denormalize_latent(z))
         return video[:, :, 0] if is_image else video
 
     def iter_tokenize(

@@ -192,7 +192,8 @@ def spatial_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     factor_h, factor_w = height // target_h, width // target_w
     if factor_h == 1 and factor_w == 1:
         return x
-    return F.avg_pool3d(x, kernel_size=(1, factor_h, factor_w))
+    # In fp32: CPU has no reduced-precision avg_pool3d kernel, and averaging is the quantizer's own math.
+    return F.avg_pool3d(x.float(), kernel_size=(1, factor_h, factor_w)).to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -476,7 +477,7 @@ class PyraTokQuantizationBlock(nn.Module):
         else:
             # Pooling before the 1×1×1 conv is exact (both linear, pooling weights sum to one) and costs
             # hidden_size / C_l fewer FLOPs on the large shallow taps.
-            x = spatial_avg_pool(temporal_group_pool(features, frames, first_frame), (height, width))
+            x = spatial_avg_pool(temporal_group_pool(features.float(), frames, first_frame), (height, width))
             x = self.lateral(x.to(self.lateral.weight.dtype))  # (B, hidden, T', H_l, W_l)
         if previous_codes is not None:
             if self.pyramid_link is None:
