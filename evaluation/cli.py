@@ -114,6 +114,22 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
     return model.to(device).eval()
 
 
+def check_report_path(path: str) -> Path:
+    """Fail before any work when the report cannot be written to `path`: it is a folder, or its nearest existing
+    ancestor is a file or not writable."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise EvalError(f"--out {out} is a folder; give a file name for the report")
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise EvalError(f"cannot write the report {out}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK):
+        raise EvalError(f"cannot write the report {out}: {ancestor} is not writable")
+    return out
+
+
 def _resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -283,6 +299,8 @@ def _run(argv: list[str]) -> int:
             raise EvalError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.out is not None:
+        check_report_path(args.out)
     if not Path(args.data).exists():
         raise EvalError(f"data folder not found: {args.data}")
     if task in BUILTIN_TASKS:
@@ -314,8 +332,11 @@ def _run(argv: list[str]) -> int:
         sys.stdout.write(text)
     else:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+        except OSError as err:
+            raise EvalError(f"cannot write the report {out}: {err}") from None
         print(json.dumps(json_safe({"task": task, "out": str(out), **_summary(results)})))
     return 0
 

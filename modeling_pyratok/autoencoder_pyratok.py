@@ -17,6 +17,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from .backbone_pyratok import PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
+    check_loaded_weights,
     check_single_device,
     checkpoint_mismatch_message,
     load_state_dict_strict,
@@ -25,7 +26,7 @@ from .checkpoint_pyratok import (
     write_remote_code,
 )
 from .configuration_pyratok import PyraTokConfig, config_field_names
-from .modeling_pyratok import PyraTokCore, TextInput
+from .modeling_pyratok import PyraTokCore, TextInput, check_prompt_sequence
 
 # diffusers' remote-code loader (`AutoModel.from_pretrained(folder, trust_remote_code=True)`) copies only the files
 # this module imports directly, so every package file the class needs is named here.
@@ -67,7 +68,7 @@ def _split_text(text: TextInput, batch_size: int) -> list[TextInput]:
     """Per-item text for batch slicing (a single prompt or None applies to every item)."""
     if text is None or isinstance(text, str):
         return [text] * batch_size
-    text = list(text)
+    text = check_prompt_sequence(text)
     if len(text) != batch_size:
         raise ValueError(f"got {len(text)} prompts for a batch of {batch_size} videos")
     return [[t] for t in text]
@@ -136,6 +137,7 @@ class AutoencoderPyraTok(ModelMixin, AutoencoderMixin, ConfigMixin):
         bad = [info.get(k) or [] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")]
         if any(bad):
             raise ValueError(checkpoint_mismatch_message(str(pretrained_model_name_or_path), *bad))
+        check_loaded_weights(model, source, subfolder)
         return (model, info) if want_info else model
 
     @classmethod

@@ -3,18 +3,22 @@ official release's diffusers folder (`_class_name: AutoencoderKLPyraTok`, Hub `o
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+from safetensors import safe_open
 from safetensors.torch import load_file
+from transformers import PretrainedConfig
 from transformers.utils import logging
 
 from .configuration_pyratok import config_field_names
@@ -90,8 +94,85 @@ def resolve_checkpoint(
 
 
 def read_config(path: str) -> dict[str, Any]:
+    """A checkpoint's `config.json` as a dict; logs a warning naming fields PyraTok does not know (a typo such as
+    `text_max_lenght` would otherwise fall back to the default without a word).
+
+    Raises:
+        ValueError: when the file does not hold a JSON object.
+    """
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        raw = json.load(f)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} holds a JSON {type(raw).__name__}, not an object of config fields")
+    unknown = unknown_config_fields(raw)
+    if unknown:
+        logger.warning(f"{path} has fields PyraTok does not know, ignored: {unknown}")
+    return raw
+
+
+def unknown_config_fields(raw: dict[str, Any]) -> list[str]:
+    """Sorted keys of a native PyraTok `config.json` that neither PyraTok nor the transformers / diffusers
+    bookkeeping defines (an official release config is checked by `official_config_to_pyratok` instead)."""
+    if is_official_config(raw):
+        return []
+    return sorted(set(raw) - _known_config_keys())
+
+
+@functools.cache
+def _known_config_keys() -> frozenset[str]:
+    from .configuration_pyratok import PyraTokConfig
+
+    known = set(config_field_names()) | set(PretrainedConfig().to_dict()) | set(_BOOKKEEPING_KEYS)
+    return frozenset(known | set(PyraTokConfig.__annotations__) | set(vars(PyraTokConfig)))
+
+
+def check_state_dict_values(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Raise `ValueError` naming the tensors of `state_dict` that hold NaN / Inf, or that are integer / bool where
+    `module` keeps floating-point weights (loading would cast them silently: truncated weights, all-zero ids)."""
+    own = module.state_dict()
+    not_float = sorted(
+        f"{k} ({v.dtype})"
+        for k, v in state_dict.items()
+        if k in own and own[k].is_floating_point() and not (v.is_floating_point() or v.is_complex())
+    )
+    if not_float:
+        raise ValueError(f"checkpoint {source}: non-float tensors where the model has float weights: {not_float}")
+    check_finite(state_dict.items(), source)
+
+
+def check_finite(named_tensors: Iterable[tuple[str, torch.Tensor]], source: str, limit: int = 8) -> None:
+    """Raise `ValueError` naming the floating-point tensors that hold NaN or Inf values."""
+    bad = [k for k, v in named_tensors if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        more = f" (+{len(bad) - limit} more)" if len(bad) > limit else ""
+        raise ValueError(f"checkpoint {source}: weights contain NaN or Inf values: {sorted(bad)[:limit]}{more}")
+
+
+def check_weights_file_dtypes(module: torch.nn.Module, weights_files: Iterable[str], source: str) -> None:
+    """Like the dtype half of `check_state_dict_values`, from the safetensors headers alone (no tensor is read)."""
+    own = module.state_dict()
+    not_float = []
+    for path in weights_files:
+        with safe_open(path, framework="pt") as f:
+            for key in f.keys():
+                dtype = f.get_slice(key).get_dtype()
+                if key in own and own[key].is_floating_point() and not dtype.startswith(("F", "BF", "C")):
+                    not_float.append(f"{key} ({dtype})")
+    if not_float:
+        raise ValueError(
+            f"checkpoint {source}: non-float tensors where the model has float weights: {sorted(not_float)}"
+        )
+
+
+def check_loaded_weights(module: torch.nn.Module, source: str, subfolder: str | None = None) -> None:
+    """After a library loader (transformers / diffusers) filled `module` from `source` (a folder or Hub id): raise
+    `ValueError` naming integer / bool tensors stored for float weights (the loader cast them; checked from the
+    safetensors headers of a local folder, shards and variants included) and weights holding NaN or Inf."""
+    folder = os.path.join(source, subfolder or "")
+    if os.path.isdir(folder):
+        weights_files = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".safetensors"))
+        check_weights_file_dtypes(module, weights_files, source)
+    check_finite(module.state_dict().items(), source)
 
 
 def load_state_dict_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
@@ -106,6 +187,7 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: dict[str, torch.
     )
     if missing or unexpected or mismatched:
         raise ValueError(checkpoint_mismatch_message(source, missing, unexpected, mismatched))
+    check_state_dict_values(module, state_dict, source)
     module.load_state_dict(state_dict, strict=True)
 
 
@@ -150,6 +232,10 @@ _OFFICIAL_QUANTIZER_FIELDS = (
     "lapq_inv_temperature",
 )
 _OFFICIAL_BOOKKEEPING = ("_class_name", "_diffusers_version", "_name_or_path", "_use_default_values")
+# Keys transformers and diffusers write into a saved `config.json` next to the model's own fields.
+_BOOKKEEPING_KEYS = _OFFICIAL_BOOKKEEPING + (
+    "architectures", "auto_map", "dtype", "torch_dtype", "model_type", "transformers_version", "_commit_hash",
+)
 # Official defaults (`AutoencoderKLPyraTok.__init__`) for quantizer fields a config may omit.
 _OFFICIAL_DEFAULTS = {
     "use_lapq_quantizer": True,
@@ -421,8 +507,13 @@ __all__ = [
     "is_official_config",
     "official_config_to_pyratok",
     "checkpoint_mismatch_message",
+    "check_finite",
+    "check_loaded_weights",
+    "check_state_dict_values",
+    "check_weights_file_dtypes",
     "load_state_dict_strict",
     "load_weights",
     "read_config",
     "resolve_checkpoint",
+    "unknown_config_fields",
 ]

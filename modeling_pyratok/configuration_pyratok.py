@@ -396,6 +396,7 @@ class PyraTokConfig(PretrainedConfig):
         # diffusers' bookkeeping keys appear when a folder saved by `AutoencoderPyraTok` is read here.
         for key in ("_class_name", "_diffusers_version", "_use_default_values"):
             kwargs.pop(key, None)
+        check_field_types(self)
         self.backbone_config = resolve_backbone_config(
             WAN21_BACKBONE_CONFIG if self.backbone_config is None else self.backbone_config
         )
@@ -441,6 +442,9 @@ class PyraTokConfig(PretrainedConfig):
             raise ValueError(f"invert_scale_latents={self.invert_scale_latents!r}; PyraTok latents are not inverted")
 
     def _validate(self) -> None:
+        too_small = {n: getattr(self, n) for n in _POSITIVE_FIELDS if getattr(self, n) < 1}
+        if too_small:
+            raise ValueError(f"config fields {too_small} must be >= 1")
         if self.quantizer_mode not in QUANTIZER_MODES:
             raise ValueError(f"quantizer_mode={self.quantizer_mode!r}; expected one of {QUANTIZER_MODES}")
         if self.entropy_mode not in ENTROPY_MODES:
@@ -519,6 +523,37 @@ class PyraTokConfig(PretrainedConfig):
         return {name: copy.deepcopy(getattr(self, name)) for name in config_field_names()}
 
 
+# Annotation names → the JSON value types a field accepts (a float field takes an int; bool is never a number).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "str": (str,), "list": (list, tuple), "dict": (dict,), "None": (type(None),),
+}
+# Counts and widths that must be >= 1 (0 would build empty layers or crash far from the config).
+_POSITIVE_FIELDS = (
+    "num_levels", "hidden_size", "num_attention_heads", "semantic_dim", "fusion_hidden_size", "text_embed_dim",
+    "text_max_length", "entropy_num_groups",
+)
+
+
+def check_field_types(config: Any) -> None:
+    """Raise `ValueError` naming the first PyraTok field whose value has the wrong JSON type (e.g. `num_levels: "4"`,
+    `codebook_dim: 16.0`, `hidden_size: null`), or a `level_spatial_strides` / `latents_mean` / `latents_std` entry
+    that is not a number, before any of them reaches arithmetic or torch."""
+    for name, annotation in PyraTokConfig.__annotations__.items():
+        if name.startswith("_") or name == "model_type":
+            continue
+        allowed = tuple(t for part in str(annotation).split("|") for t in _FIELD_TYPES[part.strip()])
+        value = getattr(config, name)
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            wanted = " or ".join(part.strip().replace("None", "null") for part in str(annotation).split("|"))
+            kind = "null" if value is None else type(value).__name__
+            raise ValueError(f"config field {name}={value!r} is a {kind}; expected {wanted}")
+    for name, element in (("level_spatial_strides", int), ("latents_mean", float), ("latents_std", float)):
+        values = getattr(config, name)
+        kinds = _FIELD_TYPES[element.__name__]
+        if values is not None and any(isinstance(v, bool) or not isinstance(v, kinds) for v in values):
+            raise ValueError(f"config field {name}={values!r} must be a list of {element.__name__}s")
+
+
 def backbone_config_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
     """Sorted names of the `AutoencoderKLWan` config fields (private `_*` keys aside) that both configs hold with
     different values: why a checkpoint's backbone does not fit a model built from `expected`."""
@@ -532,5 +567,6 @@ def config_field_names() -> list[str]:
 
 
 __all__ = [
-    "PyraTokConfig", "PRESETS", "backbone_config_differences", "config_field_names", "resolve_backbone_config",
+    "PyraTokConfig", "PRESETS", "backbone_config_differences", "check_field_types", "config_field_names",
+    "resolve_backbone_config",
 ]

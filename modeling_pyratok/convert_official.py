@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 from .checkpoint_pyratok import OFFICIAL_CLASS_NAME, is_official_config, read_config, resolve_checkpoint
@@ -91,9 +92,11 @@ def convert_official(src: str | os.PathLike, out: str | os.PathLike, subfolder: 
         The loaded `PyraTokModel`.
 
     Raises:
-        ValueError: when `src` is not an official `AutoencoderKLPyraTok` folder, or its weights do not fit.
+        ValueError: when `src` is not an official `AutoencoderKLPyraTok` folder, its weights do not fit, or `out` is
+            `src` (or lies inside it), where writing would overwrite the official files.
     """
     src = str(src)
+    check_out_outside_source(src, out)
     files = resolve_checkpoint(src, subfolder)
     if not is_official_config(read_config(files.config_file)):
         raise ValueError(f"{src!r} (subfolder={subfolder!r}) is not an official {OFFICIAL_CLASS_NAME} folder")
@@ -104,15 +107,32 @@ def convert_official(src: str | os.PathLike, out: str | os.PathLike, subfolder: 
     return model
 
 
-def main(argv: list[str] | None = None) -> None:
+def check_out_outside_source(src: str, out: str | os.PathLike) -> None:
+    """Raise `ValueError` when the output folder is a local `src` or lies inside it: the native `config.json`,
+    `model.safetensors` and `README.md` would replace the official ones."""
+    if not os.path.isdir(src):
+        return  # a Hub id: nothing local to overwrite
+    source, target = Path(src).resolve(), Path(out).expanduser().resolve()
+    if target == source or source in target.parents:
+        raise ValueError(
+            f"output folder {out} is inside the source folder {src}; converting there would overwrite the official "
+            "files (pick an output folder outside it)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", help="official AutoencoderKLPyraTok folder (or Hub id, with --subfolder)")
     parser.add_argument("out", help="output folder for the native PyraTok checkpoint")
     parser.add_argument("--subfolder", default=None, help='subfolder of SRC holding the VAE (e.g. "vae")')
     args = parser.parse_args(argv)
-    convert_official(args.src, args.out, subfolder=args.subfolder)
+    try:
+        convert_official(args.src, args.out, subfolder=args.subfolder)
+    except (ValueError, OSError) as err:
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(err).split())}\n")
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

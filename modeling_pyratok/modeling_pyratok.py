@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput, logging
 
 from .backbone_pyratok import PyraTokBackbone, PyraTokBackboneFeatures
 from .checkpoint_pyratok import (
+    check_loaded_weights,
     check_single_device,
     checkpoint_mismatch_message,
     load_state_dict_strict,
@@ -40,6 +41,16 @@ logger = logging.get_logger(__name__)
 _RANGE_TOLERANCE = 1e-3
 
 TextInput = str | Sequence[str | None] | None
+
+
+def check_prompt_sequence(text: Any) -> list:
+    """A per-item prompt sequence (list / tuple) as a list; `ValueError` naming the type for anything else: a set has
+    no order to match prompts to items, bytes or an int are no prompts."""
+    if not isinstance(text, list | tuple):
+        raise ValueError(
+            f"text is a {type(text).__name__}; pass a str, a list / tuple of str (or None) with one per item, or None"
+        )
+    return list(text)
 
 MODEL_CARD_TEMPLATE = """# PyraTok
 
@@ -201,6 +212,8 @@ class PyraTokCore(nn.Module):
             raise ValueError(f"{name} has an empty batch: shape {tuple(pixel_values.shape)}")
         if c != self.video_channels:
             raise ValueError(f"{name} has {c} channels; this model takes {self.video_channels}")
+        if 0 in (t, h, w):
+            raise ValueError(f"{name} has shape {tuple(pixel_values.shape)}: T, H and W must all be >= 1")
         chunk = self.backbone.temporal_chunk
         if (t - 1) % chunk:
             lo = (t - 1) // chunk * chunk + 1
@@ -333,7 +346,7 @@ class PyraTokCore(nn.Module):
         present = torch.ones(batch_size, dtype=torch.bool, device=device)
         embeds = mask = None
         if text is not None:
-            prompts = [text] * batch_size if isinstance(text, str) else list(text)
+            prompts = [text] * batch_size if isinstance(text, str) else check_prompt_sequence(text)
             if len(prompts) != batch_size:
                 raise ValueError(f"got {len(prompts)} prompts for a batch of {batch_size} videos")
             for i, p in enumerate(prompts):
@@ -442,6 +455,8 @@ class PyraTokCore(nn.Module):
             raise ValueError(f"latent must be a (B, z_dim, T', H', W') or (B, z_dim, H', W') tensor, got {shape}")
         if latent.shape[1] != self.config.z_dim:
             raise ValueError(f"latent has {latent.shape[1]} channels; z_dim={self.config.z_dim}")
+        if not torch.isfinite(latent).all():
+            raise ValueError("latent contains NaN or Inf values")
         is_image = latent.ndim == 4
         return (latent.unsqueeze(2) if is_image else latent), is_image
 
@@ -450,11 +465,9 @@ class PyraTokCore(nn.Module):
         return self.backbone.decode(latent.to(self.backbone.vae.dtype))
 
     def ids_to_latent(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per-level ids → the fused decoder latent `(B, z_dim, T', H', W')` (validated by the quantizer)."""
-        if not isinstance(ids, list | tuple) or len(ids) != self.config.num_levels:
-            raise ValueError(
-                f"expected a list of {self.config.num_levels} id tensors (one per level), got {type(ids)}"
-            )
+        """Per-level ids → the fused decoder latent `(B, z_dim, T', H', W')` (layout checked by `check_ids_layout`,
+        values by the quantizer)."""
+        ids = self.check_ids_layout(ids)
         t, h, w = ids[0].shape[1:]
         s0 = self.config.level_spatial_strides[0]
         codes = self.quantizer.ids_to_codes(list(ids))
@@ -787,7 +800,8 @@ def _is_pyratok_folder(name_or_path: str | os.PathLike, subfolder: str | None) -
     if not os.path.isfile(config_file):
         return False
     with open(config_file, encoding="utf-8") as handle:
-        return json.load(handle).get("model_type") == PyraTokConfig.model_type
+        raw = json.load(handle)
+    return isinstance(raw, dict) and raw.get("model_type") == PyraTokConfig.model_type
 
 
 class PyraTokPreTrainedModel(PreTrainedModel):
@@ -866,6 +880,7 @@ class PyraTokModel(PyraTokPreTrainedModel):
             )
         # `device_map="auto"` may have split or offloaded the model: refuse rather than run it wrongly.
         check_single_device(getattr(model, "hf_device_map", None), "the device_map resolved from device_map")
+        check_loaded_weights(model, source, subfolder)
         model.core.backbone.freeze_pretrained()
         return (model, info) if want_info else model
 

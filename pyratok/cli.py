@@ -13,8 +13,12 @@ with exit status 2 and one `pyratok: error: ...` line on stderr.
 from __future__ import annotations
 
 import argparse
+import difflib
+import hashlib
 import json
 import math
+import os
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,11 +50,16 @@ PROG = "pyratok"
 # default works from any folder after a plain `pip install`.
 DEFAULT_MODEL = Path(model_cards.__file__).resolve().parent / "pyratok-small-procedural"
 DEFAULT_FPS = 8.0
+# Frame rates an mp4 written by `write_video` stores faithfully (it keeps a rate as a fraction with a denominator up to
+# 1001; PyAV takes integer rates up to 2**31 - 1); anything outside is refused as a typo.
+MIN_FPS = 0.001
+MAX_FPS = 1_000_000.0
 TOKENS_FORMAT = "pyratok-tokens"
 TOKENS_FORMAT_VERSION = "1"
 # Frames resized at once when an input needs resizing (bounds the float copy of a long clip).
 RESIZE_BLOCK_FRAMES = 16
 LPIPS_NET = "alex"
+RECONSTRUCT_OUTPUTS = ("reconstruction.mp4", "side_by_side.mp4", "tokens.safetensors", "metrics.json")
 
 
 class CliError(Exception):
@@ -77,7 +86,65 @@ def resolve_device(name: str) -> torch.device:
         raise CliError(f"invalid --device {name!r}: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CliError(f"--device {name} requested but CUDA is not available")
+    if device.type == "meta":
+        raise CliError("--device meta holds shapes but no data, so it cannot encode or decode; use cpu or cuda")
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise CliError(f"--device {name} is not usable here: {_one_line(err)}") from None
     return device
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether `--model NAME` can only mean a local folder (a Hub id is `name` or `owner/name`)."""
+    parent = Path(name).expanduser().parent
+    return (
+        Path(name).expanduser().is_absolute()
+        or name.startswith((".", "~"))
+        or name.count("/") > 1
+        or os.sep != "/" and os.sep in name
+        or (parent != Path(".") and parent.is_dir())  # `model_cards/typo`: its folder exists here
+    )
+
+
+def _missing_folder_message(name: str) -> str:
+    path = Path(name).expanduser()
+    message = f"model folder not found locally: {name}"
+    if path.parent.is_dir():
+        siblings = [p.name for p in path.parent.iterdir() if p.is_dir()]
+        close = difflib.get_close_matches(path.name, siblings, n=1)
+        if close:
+            message += f" (did you mean {path.parent / close[0]}?)"
+    return message
+
+
+def check_hub_model(name: str) -> None:
+    """Fail with one line when `name` (no local folder of that name exists) cannot be had from the Hub: offline
+    (`HF_HUB_OFFLINE=1`) it is looked up in the local Hub cache only, without a network request."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    where = f"--model {name}: no folder of that name here"
+    try:
+        hf_hub_download(name, "config.json", local_files_only=offline)
+    except HFValidationError:
+        raise CliError(f"{where}, and it is not a valid Hub id") from None
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
+        if offline:
+            raise CliError(f"{where}, and HF_HUB_OFFLINE=1 with no cached copy of Hub repo {name}") from None
+        raise CliError(f"{where}, and the Hugging Face Hub could not be reached to fetch {name}") from None
+    except RepositoryNotFoundError:
+        raise CliError(f"{where}, and no Hub repo {name} exists (or it is private)") from None
+    except EntryNotFoundError:
+        raise CliError(f"{where}; Hub repo {name} has no config.json, so it is not a PyraTok checkpoint") from None
+    except OSError as err:
+        raise CliError(f"{where}, and fetching Hub repo {name} failed: {_one_line(err)}") from None
 
 
 def load_model(name_or_path: str | None, device: torch.device) -> tuple[PyraTokModel, str]:
@@ -95,9 +162,11 @@ def load_model(name_or_path: str | None, device: torch.device) -> tuple[PyraTokM
         name_or_path = str(DEFAULT_MODEL)
     path = Path(name_or_path).expanduser()
     # A Hub id is `owner/name`; anything that exists here or reads as a path is treated as a local folder.
-    if path.exists() or path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
+    if path.exists() or _looks_like_path(name_or_path):
+        if not path.exists():
+            raise CliError(_missing_folder_message(name_or_path))
         if not path.is_dir():
-            raise CliError(f"model folder not found: {name_or_path}")
+            raise CliError(f"model folder is a file, not a folder: {name_or_path}")
         config_file = path / "config.json"
         if not config_file.is_file():
             raise CliError(f"{name_or_path} is not a PyraTok checkpoint: it has no config.json")
@@ -113,13 +182,15 @@ def load_model(name_or_path: str | None, device: torch.device) -> tuple[PyraTokM
             )
         model_id = str(path.resolve())
     else:
+        _note(f"no local folder {name_or_path}: looking for Hub repo {name_or_path}")
+        check_hub_model(name_or_path)
         model_id = name_or_path
     # transformers' per-weight loading bar would sit beside ours; silence it for this call only.
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         model = PyraTokModel.from_pretrained(model_id)
-    except (ValueError, OSError, KeyError, TypeError, SafetensorError) as err:
+    except (ValueError, OSError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
         raise CliError(f"cannot load a PyraTok model from {name_or_path}: {err}") from None
     finally:
         if bars_were_on:
@@ -149,6 +220,28 @@ class InputVideo:
     @property
     def size(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.frames.shape[:3])
+
+
+def check_output(out: str | os.PathLike, inputs: dict[str, str], folder: bool = False) -> Path:
+    """Check an `--out` path before any work: it must not be one of `inputs` (what → path; overwriting an input
+    destroys it), a file output must not be an existing folder (nor a folder output an existing file), and its
+    nearest existing ancestor must be a writable folder. Returns `out` as a Path."""
+    out = Path(out).expanduser()
+    for what, path in inputs.items():
+        if out.exists() and Path(path).exists() and os.path.samefile(out, path):
+            raise CliError(f"--out {out} is the {what}; refusing to overwrite it (pick another --out)")
+    if out.is_dir() and not folder:
+        raise CliError(f"--out {out} is a folder; give a file name")
+    if out.exists() and not out.is_dir() and folder:
+        raise CliError(f"--out {out} is a file; give a folder")
+    ancestor = out if folder and out.is_dir() else out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CliError(f"cannot write {out}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK):
+        raise CliError(f"cannot write {out}: {ancestor} is not writable")
+    return out
 
 
 def require_file(path: str, what: str) -> None:
@@ -226,6 +319,34 @@ def stream_tokens(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+# Config fields that steer training only: a model whose loss weights were edited still decodes the same tokens.
+_TRAINING_ONLY_FIELDS = (
+    "backbone_name_or_path", "backbone_subfolder", "lora_dropout", "text_dropout", "mask_frame_ratio",
+    "entropy_mode", "entropy_num_groups",
+)
+# Values sampled per weight tensor for the fingerprint: enough to tell two trainings apart, cheap on any model size.
+_FINGERPRINT_SAMPLES = 64
+
+
+@torch.no_grad()
+def model_fingerprint(model: PyraTokModel) -> str:
+    """A 16-hex-digit digest of what decides the tokens and their decoding: the config (training-only fields aside)
+    and every weight's name, shape and `_FINGERPRINT_SAMPLES` evenly spaced values (as float32, so the device does
+    not matter). Recorded in token files; `detokenize` compares it with the decoding model's."""
+    digest = hashlib.sha256()
+    fields = {
+        k: v for k, v in model.config.to_init_kwargs().items()
+        if k not in _TRAINING_ONLY_FIELDS and not k.endswith("_weight")
+    }
+    digest.update(json.dumps(fields, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(flat[::step][:_FINGERPRINT_SAMPLES].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def token_metadata(model: PyraTokModel, model_id: str, prompt: str | None, video: InputVideo, fps: float) -> dict:
     t, h, w = video.size
     c = model.config
@@ -233,6 +354,7 @@ def token_metadata(model: PyraTokModel, model_id: str, prompt: str | None, video
         "format": TOKENS_FORMAT,
         "format_version": TOKENS_FORMAT_VERSION,
         "model": model_id,
+        "model_fingerprint": model_fingerprint(model),
         "prompt": json.dumps(prompt),
         "latent_size": json.dumps(list(model.core.latent_size(t, h, w))),
         "input_size": json.dumps([t, h, w]),
@@ -249,8 +371,13 @@ def token_metadata(model: PyraTokModel, model_id: str, prompt: str | None, video
 def write_tokens(path: Path, level_ids: list[list[torch.Tensor]], metadata: dict[str, str]) -> None:
     """One int64 tensor `level_{i}` of shape `(1, T', H_i, W_i)` per level, plus str → str metadata."""
     tensors = {f"level_{i}": torch.cat(parts, dim=1).to(torch.int64).contiguous() for i, parts in enumerate(level_ids)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path), metadata=metadata)
+    except (OSError, SafetensorError) as err:
+        # safetensors names its temporary file (`.tmpXXXX`), not the path asked for.
+        reason = re.sub(r'\s*at path "[^"]*"', "", str(err))
+        raise CliError(f"cannot write {path}: {_one_line(reason)}") from None
 
 
 def read_tokens(path: str) -> tuple[list[torch.Tensor], dict[str, str]]:
@@ -272,6 +399,26 @@ def read_tokens(path: str) -> tuple[list[torch.Tensor], dict[str, str]]:
     except SafetensorError as err:
         raise CliError(f"cannot read {path} as a safetensors token file: {err}") from None
     return ids, metadata
+
+
+def check_same_model(model: PyraTokModel, model_id: str, meta: dict, path: str, force: bool) -> None:
+    """Refuse (unless `force`) to decode tokens whose recorded model fingerprint differs from `model`'s: another
+    model of the same layout decodes them to garbage without any other sign. Old files without one get a note."""
+    recorded = meta.get("model_fingerprint")
+    if recorded is None:
+        _note(f"{path} records no model fingerprint (written before pyratok recorded one): cannot check that "
+              f"{model_id} is the model that wrote it")
+        return
+    found = model_fingerprint(model)
+    if recorded == found:
+        return
+    message = (
+        f"tokens {path} were written by model {meta.get('model', '?')} (fingerprint {recorded}), but {model_id} has "
+        f"fingerprint {found}: another model decodes them to garbage"
+    )
+    if not force:
+        raise CliError(f"{message}; pass --force to decode anyway")
+    _note(f"{message}; decoding anyway (--force)")
 
 
 def check_tokens_fit(model: PyraTokModel, model_id: str, ids: list[torch.Tensor], meta: dict, path: str) -> None:
@@ -346,10 +493,17 @@ def level_usage(model: PyraTokModel, level_ids: list[list[torch.Tensor]]) -> lis
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _fps(requested: float | None, *fallbacks: float | None) -> float:
-    for fps in (requested, *fallbacks):
-        if fps is not None and fps > 0:
+def _fps(requested: float | None, *fallbacks: tuple[str, float | None]) -> float:
+    """`--fps` (validated by the parser), else the first fallback `(where, value)` in `[MIN_FPS, MAX_FPS]` (others
+    get a note), else `DEFAULT_FPS`."""
+    if requested is not None:
+        return float(requested)
+    for where, fps in fallbacks:
+        if fps is None or fps == 0:
+            continue
+        if MIN_FPS <= fps <= MAX_FPS:
             return float(fps)
+        _note(f"ignoring the frame rate {fps:g} of {where} (outside [{MIN_FPS:g}, {MAX_FPS:g}])")
     return DEFAULT_FPS
 
 
@@ -360,10 +514,12 @@ def _progress(iterable: Iterable, total: int, desc: str) -> tqdm:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     require_file(args.video, "input video")  # before loading a model
+    out = check_output(args.out, {}, folder=True)
+    for name in RECONSTRUCT_OUTPUTS:
+        check_output(out / name, {"input video": args.video})
     model, model_id = load_model(args.model, device)
     video = load_video(args.video, model, args.max_frames)
-    fps = _fps(args.fps, video.fps)
-    out = Path(args.out)
+    fps = _fps(args.fps, (args.video, video.fps))
     out.mkdir(parents=True, exist_ok=True)
     num_frames, height, width = video.size
     bounds = piece_bounds(num_frames, model.core.backbone.temporal_chunk, args.chunk_latent_frames)
@@ -407,15 +563,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_tokenize(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     require_file(args.video, "input video")  # before loading a model
+    out = check_output(args.out, {"input video": args.video})
     model, model_id = load_model(args.model, device)
     video = load_video(args.video, model, args.max_frames)
-    fps = _fps(args.fps, video.fps)
+    fps = _fps(args.fps, (args.video, video.fps))
     bounds = piece_bounds(video.size[0], model.core.backbone.temporal_chunk, args.chunk_latent_frames)
     level_ids: list[list[torch.Tensor]] = [[] for _ in range(model.config.num_levels)]
     tokens = stream_tokens(model, video, args.prompt, args.chunk_latent_frames, device, level_ids)
     for _ in _progress(tokens, len(bounds), "tokenize"):
         pass
-    out = Path(args.out)
     write_tokens(out, level_ids, token_metadata(model, model_id, args.prompt, video, fps))
     shapes = ", ".join(str(tuple(torch.cat(parts, dim=1).shape)) for parts in level_ids)
     print(f"wrote {out}: {len(level_ids)} levels {shapes}")
@@ -425,6 +581,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 def cmd_detokenize(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     ids, meta = read_tokens(args.tokens)
+    out = check_output(args.out, {"token file": args.tokens})
     recorded = meta.get("model")
     try:
         model, model_id = load_model(args.model if args.model is not None else recorded, device)
@@ -433,6 +590,7 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
             raise CliError(f"{err} (model recorded in {args.tokens}; pass --model to choose another)") from None
         raise
     check_tokens_fit(model, model_id, ids, meta, args.tokens)
+    check_same_model(model, model_id, meta, args.tokens, args.force)
     batch, latent_frames, height, width = ids[0].shape
     if batch != 1:
         _note(f"{args.tokens} holds {batch} clips; decoding the first")
@@ -452,10 +610,10 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
         start += clip.shape[0]
     try:
         recorded_fps = float(json.loads(meta.get("fps", "null")) or 0)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         recorded_fps = 0.0
-    fps = _fps(args.fps, recorded_fps)
-    write_video(Path(args.out), frames, fps=fps)
+    fps = _fps(args.fps, (f"{args.tokens} (recorded)", recorded_fps if math.isfinite(recorded_fps) else 0.0))
+    write_video(out, frames, fps=fps)
     print(f"wrote {args.out}: {num_frames} frames {frames.shape[1]}x{frames.shape[2]} at {fps:g} fps")
     return 0
 
@@ -475,13 +633,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _frame_rate(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+        message = f"expected a frame rate in [{MIN_FPS:g}, {MAX_FPS:g}], got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if not MIN_FPS <= value <= MAX_FPS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"frame rate {text} is outside [{MIN_FPS:g}, {MAX_FPS:g}], the rates an mp4 written here stores"
+        )
     return value
 
 
@@ -517,7 +678,7 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         help="decode at most N frames; the count used is then cut to the largest 4k+1",
     )
     parser.add_argument(
-        "--fps", type=_positive_float, default=None, metavar="F", help="frame rate to record (default: the input's)"
+        "--fps", type=_frame_rate, default=None, metavar="F", help="frame rate to record (default: the input's)"
     )
 
 
@@ -565,7 +726,13 @@ def build_parser() -> argparse.ArgumentParser:
     detok.add_argument("tokens", metavar="TOKENS", help="token file (.safetensors)")
     detok.add_argument("--out", required=True, metavar="VIDEO", help="output .mp4 file")
     detok.add_argument(
-        "--fps", type=_positive_float, default=None, metavar="F", help="frame rate (default: the one recorded)"
+        "--fps", type=_frame_rate, default=None, metavar="F", help="frame rate (default: the one recorded)"
+    )
+    detok.add_argument(
+        "--force",
+        action="store_true",
+        help="decode even when the model's fingerprint differs from the one recorded in TOKENS (gives garbage "
+        "unless the model is the same)",
     )
     _add_model_options(
         detok, f"PyraTok checkpoint folder or Hub id (default: the model recorded in TOKENS, else {DEFAULT_MODEL})"
