@@ -1,19 +1,37 @@
 """Operator and data faults in training (issue 24, reliability.md T-rows): bad data is skipped and counted, never
 fatal; a checkpoint is complete or ignored; one run per output folder; logs and resumed settings stay truthful."""
 
+import errno
 import gzip
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 import tarfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
 
+import training.train as train_module
 from tests.test_data import clip_bytes, take
+from tests.test_train import read_log, tiny_run
 from tests.test_video_io import smooth_clip, ts_piece
+from training.config import TrainConfig
 from training.data import VideoDataConfig, build_stream
-from training.make_shards import _tar_add
+from training.make_shards import _tar_add, make_shards
+from training.run_guard import OutputDirLock
 from training.tar_shards import iter_shard
+from training.train import check_resumed_optimizer, list_checkpoints, resolve_resume_path, save_checkpoint, train
+
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
 
 CAPTION = json.dumps({"caption": "a fine clip"}).encode()
 
@@ -144,3 +162,185 @@ def test_member_names_group_like_webdataset():
     assert split_member_name("dir.v1/proc-01.mp4") == ("dir.v1/proc-01", "mp4")
     assert split_member_name("a.b.json") == ("a", "b.json")
     assert split_member_name("README") == (None, None)
+
+
+# ---- checkpoints, resume, lock ------------------------------------------------------------------------------------
+class Killed(BaseException):
+    """A simulated SIGKILL: a BaseException, so no `except Exception` clean-up runs, as none would after a kill."""
+
+
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small_shards")
+    make_shards(root, seed=0, size=32, frames=5, num_train=8, num_val=0, num_test=0, shard_size=4)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def vae_run(shards, output_dir, **overrides) -> TrainConfig:
+    """A backbone_vae run on 32x32 clips (the cheapest run of train.py), a checkpoint every step, none pruned."""
+    data = {"data_files": [str(shards / "train" / "*.tar")], "num_frames": [5], "resolutions": [[32, 32]],
+            "batch_size": 2, "shuffle_buffer": 4}
+    fields = dict(task="backbone_vae", use_ar_loss=False, data=data, max_train_steps=3, checkpointing_steps=1,
+                  checkpoints_total_limit=None)
+    return tiny_run(shards, output_dir, **{**fields, **overrides})
+
+
+class FakeStream:
+    def state_dict(self) -> dict:
+        return {"position": 7}
+
+
+def prepared_accelerator():
+    accelerator = Accelerator()
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    accelerator.prepare(model, optimizer)
+    return accelerator
+
+
+def kill_points(monkeypatch, point: int) -> None:
+    """Make the save die at `point`: 0 before any file, 1 after accelerate's files, 2 after the data state, 3 after
+    trainer_state.json (before the rename)."""
+    original_save, original_dump = Accelerator.save_state, json.dump
+    dumps = []
+
+    def save_state(self, folder, *args, **kwargs):
+        if point == 0:
+            Path(folder).mkdir(parents=True)
+            raise Killed
+        out = original_save(self, folder, *args, **kwargs)
+        if point == 1:
+            raise Killed
+        return out
+
+    def dump(obj, f, *args, **kwargs):
+        original_dump(obj, f, *args, **kwargs)
+        dumps.append(f.name)
+        if point == 2 and len(dumps) == 1 or point == 3 and len(dumps) == 2:
+            raise Killed
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    monkeypatch.setattr(train_module.json, "dump", dump)
+
+
+@pytest.mark.parametrize("point", [0, 1, 2, 3])
+def test_a_save_killed_at_any_point_leaves_the_last_complete_checkpoint(small_shards, tmp_path, monkeypatch, point):
+    config = vae_run(small_shards, tmp_path, checkpoints_total_limit=1)  # the recipes' limit: one checkpoint kept
+    accelerator = prepared_accelerator()
+    first = save_checkpoint(accelerator, config, 1, FakeStream())
+    assert {"model.safetensors", "data_state_rank0.json", "trainer_state.json"} <= {p.name for p in first.iterdir()}
+    kill_points(monkeypatch, point)
+    with pytest.raises(Killed):
+        save_checkpoint(accelerator, config, 2, FakeStream())
+    monkeypatch.undo()
+    assert (tmp_path / "checkpoint-2.tmp").is_dir() and not (tmp_path / "checkpoint-2").exists()
+    assert list_checkpoints(str(tmp_path)) == [first]  # not pruned: the new one never completed
+    assert resolve_resume_path(vae_run(small_shards, tmp_path, resume_from_checkpoint="latest")) == first
+    # the next save of that step replaces the partial folder, then prunes checkpoint-1 (limit 1)
+    save_checkpoint(accelerator, config, 2, FakeStream())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")] == ["checkpoint-2"]
+
+
+def test_a_full_disk_during_a_save_says_so_and_keeps_the_previous_checkpoint(small_shards, tmp_path, monkeypatch):
+    config = vae_run(small_shards, tmp_path, checkpoints_total_limit=1)
+    accelerator = prepared_accelerator()
+    first = save_checkpoint(accelerator, config, 1, FakeStream())
+
+    def full(self, folder, *args, **kwargs):  # what torch raised on a 5 MB tmpfs (reliability.md T24)
+        Path(folder).mkdir(parents=True)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 689408 vs 689300")
+
+    monkeypatch.setattr(Accelerator, "save_state", full)
+    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(OSError, match=r"no space left on device while saving '.*checkpoint-2'") as err:
+        save_checkpoint(accelerator, config, 2, FakeStream())
+    assert err.value.errno == errno.ENOSPC
+    assert list_checkpoints(str(tmp_path)) == [first] and not (tmp_path / "checkpoint-2.tmp").exists()
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # with free space the error is passed on as it is
+        monkeypatch.setattr(Accelerator, "save_state", full)
+        save_checkpoint(accelerator, config, 2, FakeStream())
+
+
+def test_latest_skips_partial_checkpoints_and_the_resumed_run_equals_the_uninterrupted_one(small_shards, tmp_path,
+                                                                                           caplog):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(vae_run(small_shards, straight))
+    AcceleratorState._reset_state(True)
+    # What a run killed inside the save of step 3 left: checkpoint-2, step 3 logged, a partial save of step 3 in the
+    # new layout and one in the old (no trainer_state.json), and a log line cut by the kill.
+    resumed.mkdir()
+    shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
+    for partial in ("checkpoint-3", "checkpoint-3.tmp"):
+        shutil.copytree(straight / "checkpoint-3", resumed / partial)
+        (resumed / partial / "trainer_state.json").unlink()
+    (resumed / "logs.jsonl").write_text((straight / "logs.jsonl").read_text() + '{"step": 4, "lo')
+    with caplog.at_level(logging.WARNING):
+        train(vae_run(small_shards, resumed, resume_from_checkpoint="latest"))
+    assert "skipping partial checkpoints (interrupted saves) ['checkpoint-3', 'checkpoint-3.tmp']" in caplog.text
+    assert "resumed from" in caplog.text and "checkpoint-2 at step 2" in caplog.text
+    full, again = read_log(straight), read_log(resumed)
+    assert [r["step"] for r in again] == [1, 2, 3]  # one record per step
+    assert again[2]["loss"] == pytest.approx(full[2]["loss"], rel=1e-5, abs=1e-6)
+    a, b = load_file(straight / "final" / "diffusion_pytorch_model.safetensors"), load_file(
+        resumed / "final" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert list_checkpoints(str(resumed))[-1].name == "checkpoint-3" and not (resumed / "checkpoint-3.tmp").exists()
+
+
+def test_a_changed_learning_rate_on_resume_is_refused_naming_both_values(small_shards, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    accelerator = prepared_accelerator()
+    save_checkpoint(accelerator, vae_run(small_shards, run), 1, FakeStream())
+    AcceleratorState._reset_state(True)
+    changed = vae_run(small_shards, run, resume_from_checkpoint="latest", learning_rate=0.1, weight_decay=0.0)
+    with pytest.raises(ValueError, match=r"learning_rate \(checkpoint 0.003, now 0.1\), weight_decay \(checkpoint "
+                                         r"0.01, now 0.0\)"):
+        train(changed)
+    assert not (run / "train_config.json").exists()  # nothing recorded the refused values
+    check_resumed_optimizer(run / "checkpoint-1", vae_run(small_shards, run, max_train_steps=9))  # may grow
+
+
+def test_a_second_run_on_a_locked_output_dir_is_refused(small_shards, tmp_path):
+    held = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from training.run_guard import OutputDirLock; "
+         f"lock = OutputDirLock({str(tmp_path)!r}); print('locked', flush=True); time.sleep(60)"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert held.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match=rf"output_dir '{tmp_path}' is in use by another training run "
+                                               rf"\(pid {held.pid}\)"):
+            train(vae_run(small_shards, tmp_path))
+    finally:
+        held.kill()
+        held.wait()
+    lock = OutputDirLock(tmp_path)  # the kernel released the killed holder's lock
+    assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    lock.release()
+
+
+def test_the_training_child_stops_when_its_launcher_is_killed(tmp_path):
+    # launcher -> child, as `accelerate launch` runs train.py; SIGKILL the launcher only (reliability.md T21).
+    child_code = ("import time; from training.run_guard import stop_with_parent; assert stop_with_parent(); "
+                  "print('ready', flush=True); time.sleep(60)")
+    launcher_code = (f"import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', {child_code!r}]); "
+                     "print(c.pid, flush=True); c.wait()")
+    launcher = subprocess.Popen([sys.executable, "-c", launcher_code], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                text=True)
+    child = int(launcher.stdout.readline())
+    assert launcher.stdout.readline().strip() == "ready"  # the child shares the launcher's stdout; prctl is done
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{child}").exists() and "zombie" not in Path(
+            f"/proc/{child}/status").read_text():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
