@@ -267,6 +267,15 @@ def test_a_full_disk_during_a_save_says_so_and_keeps_the_previous_checkpoint(sma
         monkeypatch.setattr(Accelerator, "save_state", full)
         save_checkpoint(accelerator, config, 2, FakeStream())
 
+    def safetensors_full(self, folder, *args, **kwargs):  # safetensors names the cause only in its message
+        Path(folder).mkdir(parents=True)
+        raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(Accelerator, "save_state", safetensors_full)
+    with pytest.raises(OSError, match="no space left on device while saving"):
+        save_checkpoint(accelerator, config, 2, FakeStream())
+    assert list_checkpoints(str(tmp_path)) == [first]
+
 
 def test_latest_skips_partial_checkpoints_and_the_resumed_run_equals_the_uninterrupted_one(small_shards, tmp_path,
                                                                                            caplog):

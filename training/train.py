@@ -154,8 +154,11 @@ def resolve_resume_path(config: TrainConfig) -> Path | None:
 
 
 def _disk_full(err: BaseException, folder: Path) -> bool:
-    """torch reports a full disk as `RuntimeError: ... unexpected pos`, without errno: check the free space too."""
+    """Whether `err` came from a full disk. safetensors says so only in its message, and torch's zip writer reports it
+    as `RuntimeError: ... unexpected pos`, without errno: check the message and the free space too."""
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    if "No space left on device" in str(err) or "os error 28" in str(err):
         return True
     try:
         return shutil.disk_usage(folder).free < 1 << 20
