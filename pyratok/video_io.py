@@ -28,6 +28,10 @@ def _describe(source: str | os.PathLike | bytes) -> str:
     return str(source)
 
 
+def _size(frame: np.ndarray) -> str:
+    return f"{frame.shape[1]}x{frame.shape[0]}"  # W x H, as video tools print it
+
+
 def read_video(source: str | os.PathLike | bytes, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """Decode a video file or in-memory container.
 
@@ -40,7 +44,8 @@ def read_video(source: str | os.PathLike | bytes, max_frames: int | None = None)
 
     Raises:
         FileNotFoundError: `source` is a path that does not exist.
-        VideoDecodeError: the source has no video stream, no decodable frame, or is corrupt.
+        VideoDecodeError: the source has no video stream, no decodable frame, is corrupt, or changes resolution
+            mid-stream.
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
@@ -64,6 +69,12 @@ def read_video(source: str | os.PathLike | bytes, max_frames: int | None = None)
             fps = float(rate) if rate else 0.0
             for frame in container.decode(stream):
                 frames.append(frame.to_ndarray(format="rgb24"))
+                if frames[-1].shape != frames[0].shape:
+                    # A stream may change resolution mid-way (e.g. concatenated MPEG-TS); np.stack would fail bare.
+                    raise VideoDecodeError(
+                        f"cannot decode video {name}: frame {len(frames) - 1} is {_size(frames[-1])}, frame 0 is "
+                        f"{_size(frames[0])} (the resolution changes mid-stream)"
+                    )
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except VideoDecodeError:

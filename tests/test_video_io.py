@@ -82,6 +82,33 @@ def test_errors_name_the_source(tmp_path):
         read_video(encode_video(smooth_clip(frames=2)), max_frames=0)
 
 
+def ts_piece(frames: np.ndarray) -> bytes:
+    """One MPEG-TS piece; pieces of different sizes, concatenated, change resolution mid-stream."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def test_a_resolution_change_mid_stream_names_the_source_and_both_sizes(tmp_path):
+    path = tmp_path / "sizechange.ts"
+    path.write_bytes(ts_piece(smooth_clip(5, 64, 64)) + ts_piece(smooth_clip(4, 96, 128)))
+    with pytest.raises(VideoDecodeError, match=r"sizechange.ts: frame 5 is 128x96, frame 0 is 64x64"):
+        read_video(path)
+    frames, _ = read_video(path, max_frames=5)  # the first piece alone decodes
+    assert frames.shape == (5, 64, 64, 3)
+
+
 def test_write_rejects_bad_frames(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         write_video(tmp_path / "x.mp4", np.zeros((4, 8, 8), dtype=np.uint8))

@@ -100,6 +100,13 @@ class TrainConfig:
             training) or, if False, the posterior mean (the KL term still trains the variance).
         find_unused_parameters: DDP flag (text-free batches leave text weights unused).
         logging_steps, checkpointing_steps, checkpoints_total_limit, resume_from_checkpoint: logging and state.
+            A checkpoint is written under a temporary name and renamed when complete; older ones beyond the limit
+            are removed only then. `resume_from_checkpoint: latest` takes the newest complete checkpoint (partial
+            ones, left by a kill, are skipped and named in the log); `logs.jsonl` keeps one record per step. The
+            optimizer and schedule come back from the checkpoint, so a resume with another `learning_rate`,
+            `adam_beta1`, `adam_beta2`, `adam_epsilon`, `weight_decay`, `lr_scheduler`, `lr_warmup_steps`,
+            `lr_scaling` or `fan_in_lr` is refused (naming the field and both values), never silently ignored;
+            `max_train_steps` may change. One run at a time per `output_dir` (a second is refused).
         validation_steps, num_validation_batches: held-out PSNR/SSIM every N steps.
         report_to: accelerate trackers (`"tensorboard"`, `"wandb"`, ...) besides the jsonl log; `[]` for none.
         tracker_project_name: tracker project.

@@ -1,10 +1,14 @@
 """Streaming captioned video clips for training, with aspect buckets and exact resume.
 
-Sources: local WebDataset shards (`data_files`, e.g. the output of `pyratok.training.make_shards`) or a Hub dataset
-(`dataset_name`), both read by `datasets` with `streaming=True`. The video column is cast to
-`datasets.Video(decode=False)` and decoded with PyAV (`pyratok.video_io.read_video`), so torchcodec is not needed.
-`datasets`' WebDataset loader names the columns after the member extensions: `mp4`, `json` (already parsed into a
-dict), `txt` (str), plus `__key__` (the sample key) and `__url__` (the shard path).
+Sources: WebDataset shards (`data_files`, e.g. the output of `pyratok.training.make_shards`), read by `pyratok.training.tar_shards`
+into a `datasets` streaming dataset, or a Hub dataset (`dataset_name`) read by `datasets` with `streaming=True`.
+Shard columns are named after the member extensions (`mp4`, `json`, `txt`, raw bytes) plus `__key__` (the sample key)
+and `__url__` (the shard path). A Hub dataset's video column is cast to `datasets.Video(decode=False)`; videos are
+decoded with PyAV (`pyratok.video_io.read_video`), so torchcodec is not needed.
+
+Bad data never stops a run: a shard that is not a tar or is cut short, a caption that is missing, not JSON or not a
+string, a video that does not decode, changes size or is too short — each is skipped, counted in `stats` and logged
+with its shard and key. Only an epoch in which nothing decodes is an error (naming the unreadable shards).
 
 Every example draws its clip (frame count, start frame, crop) from its own generator seeded by
 `(seed, epoch, rank, index in the epoch's stream)`, so a sample never depends on what came before it. That makes exact
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 
+from pyratok.training.tar_shards import SAMPLE_ERROR_KEY, SHARD_ERROR_KEY, first_columns, load_tar_shards
 from pyratok.video_io import VideoDecodeError, read_video, resize_and_crop, video_to_tensor
 
 logger = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ STAT_NAMES = (
     "skipped_corrupt",
     "skipped_too_short",
     "skipped_no_caption",
+    "skipped_bad_shard",
     "dropped_at_epoch_end",
     "batches",
     "epochs_completed",
@@ -148,14 +154,15 @@ def _resolve_data_files(patterns: list[str]) -> list[str]:
 
 
 def load_video_dataset(config: VideoDataConfig) -> datasets.IterableDataset:
-    """The raw streaming dataset, with the video column cast to `Video(decode=False)` where it is a Video feature."""
+    """The raw streaming dataset: shards as `pyratok.training.tar_shards` reads them, or a Hub dataset with its video column
+    cast to `Video(decode=False)` where it is a Video feature."""
     if config.data_files is not None:
         files = _resolve_data_files(config.data_files)
-        ds = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", streaming=True)
-    else:
-        ds = datasets.load_dataset(
-            config.dataset_name, config.dataset_config_name, split=config.dataset_split, streaming=True
-        )
+        _check_shard_columns(files, (config.video_column, config.caption_column))
+        return load_tar_shards(files)
+    ds = datasets.load_dataset(
+        config.dataset_name, config.dataset_config_name, split=config.dataset_split, streaming=True
+    )
     features = ds.features
     if features is not None:
         missing = [c for c in (config.video_column, config.caption_column) if c not in features]
@@ -164,6 +171,21 @@ def load_video_dataset(config: VideoDataConfig) -> datasets.IterableDataset:
         if isinstance(features[config.video_column], datasets.Video):
             ds = ds.cast_column(config.video_column, datasets.Video(decode=False))
     return ds
+
+
+def _check_shard_columns(files: list[str], columns: tuple[str, ...]) -> None:
+    """A column that none of the first samples has is a misspelt name, not bad data: say so before training."""
+    found = first_columns(files)
+    if found is None:
+        return  # no shard has a readable sample: the stream's first epoch ends with an error naming the shards
+    shard, samples = found
+    present = set().union(*samples)
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise ValueError(
+            f"columns {missing} are in none of the first {len(samples)} samples of {shard}; "
+            f"they have {sorted(present)}"
+        )
 
 
 def _video_source(value: Any) -> str | bytes | None:
@@ -217,6 +239,7 @@ class VideoClipStream(Iterator[dict]):
         self._pulled = 0  # raw examples taken from this epoch's stream
         self._epoch_decoded = 0
         self._epoch_batches = 0
+        self._bad_shards: dict[str, str] = {}  # shard -> why it (or its rest) could not be read, this epoch
         # bucket (T, H, W) -> [(raw index, key, caption, clip (3, T, H, W))], in pull order
         self._buckets: dict[tuple[int, int, int], list[tuple[int, str, str, torch.Tensor]]] = {}
 
@@ -233,8 +256,8 @@ class VideoClipStream(Iterator[dict]):
         except StopIteration:
             return None
         except Exception as err:
-            # `datasets` decodes some members itself (e.g. WebDataset `.json`); an error there ends its iterator, so
-            # the sample cannot be skipped: say where it happened.
+            # A Hub dataset's loader decodes some columns itself; an error there ends its iterator, so the sample
+            # cannot be skipped: say where it happened. (Shards read by `pyratok.training.tar_shards` never raise here.)
             raise RuntimeError(
                 f"reading the dataset failed at example {self._pulled} of epoch {self.epoch} (rank {self.rank}): "
                 f"{type(err).__name__}: {err}"
@@ -264,10 +287,11 @@ class VideoClipStream(Iterator[dict]):
                 "fewer shards/examples than processes"
             )
         if self._epoch_decoded == 0:
+            unreadable = f"; unreadable shards: {self._bad_shards}" if self._bad_shards else ""
             raise RuntimeError(
                 f"all {self._pulled} examples of epoch {self.epoch} (rank {self.rank}) were skipped ({self.stats}); "
                 f"check video_column={cfg.video_column!r}, caption_column={cfg.caption_column!r}, "
-                f"num_frames={cfg.num_frames}, temporal_stride={cfg.temporal_stride}"
+                f"num_frames={cfg.num_frames}, temporal_stride={cfg.temporal_stride}{unreadable}"
             )
         if self._epoch_batches == 0:
             raise RuntimeError(
@@ -290,22 +314,32 @@ class VideoClipStream(Iterator[dict]):
         entropy = [self.config.seed, self.epoch, self.rank, index]
         return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 
-    def _skip(self, reason: str, key: str, detail: str) -> None:
+    def _skip(self, reason: str, key: str, detail: str, shard: str | None = None) -> None:
         self.stats[reason] += 1
         count = self.stats[reason]
         if count <= WARN_FIRST or count % WARN_EVERY == 0:
-            logger.warning(f"{reason} #{count}: sample {key!r} (epoch {self.epoch}, rank {self.rank}): {detail}")
+            where = f" in {shard}" if shard else ""
+            logger.warning(
+                f"{reason} #{count}: sample {key!r}{where} (epoch {self.epoch}, rank {self.rank}): {detail}"
+            )
 
     def _caption(self, value: Any) -> str | None:
+        """The caption, None if there is none (absent or blank); `ValueError` if it is not JSON or not a string."""
+        cfg = self.config
         if isinstance(value, bytes):
             value = value.decode("utf-8", errors="replace")
-        if isinstance(value, str) and self.config.caption_column in ("json", "jsn"):
+        # WebDataset members `json` / `meta.json` are raw bytes here; a Hub column may hold a JSON string too.
+        if isinstance(value, str) and cfg.caption_column.rsplit(".", 1)[-1].lower() in ("json", "jsn"):
             value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ValueError(f"the {cfg.caption_column!r} member is a JSON {type(value).__name__}, not an object")
         if isinstance(value, dict):
-            value = value.get(self.config.caption_key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-        return None
+            value = value.get(cfg.caption_key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"caption {str(value)[:80]!r} is of type {type(value).__name__}, not a string")
+        return value.strip() or None
 
     def _bucket_size(self, height: int, width: int) -> tuple[int, int]:
         aspect = math.log(width / height)
@@ -315,13 +349,21 @@ class VideoClipStream(Iterator[dict]):
     def _load_clip(self, index: int, raw: dict, key: str) -> tuple[str, torch.Tensor] | None:
         """`(caption, clip (3, T, H, W))` or None (skipped and counted)."""
         cfg = self.config
+        shard = raw.get("__url__")
+        if SHARD_ERROR_KEY in raw:
+            self._bad_shards[shard] = raw[SHARD_ERROR_KEY]
+            self._skip("skipped_bad_shard", key, raw[SHARD_ERROR_KEY], shard)
+            return None
+        if SAMPLE_ERROR_KEY in raw:
+            self._skip("skipped_corrupt", key, raw[SAMPLE_ERROR_KEY], shard)
+            return None
         try:
             caption = self._caption(raw.get(cfg.caption_column))
         except (ValueError, UnicodeDecodeError) as err:
-            self._skip("skipped_no_caption", key, f"unreadable caption: {type(err).__name__}: {err}")
+            self._skip("skipped_no_caption", key, f"unreadable caption: {type(err).__name__}: {err}", shard)
             return None
         if caption is None:
-            self._skip("skipped_no_caption", key, f"no caption in column {cfg.caption_column!r}")
+            self._skip("skipped_no_caption", key, f"no caption in column {cfg.caption_column!r}", shard)
             return None
         generator = self._generator(index)
         num_frames = cfg.num_frames[int(torch.randint(len(cfg.num_frames), (1,), generator=generator))]
@@ -332,10 +374,12 @@ class VideoClipStream(Iterator[dict]):
                 raise VideoDecodeError(f"no video in column {cfg.video_column!r}")
             frames, _ = read_video(source, max_frames=cfg.max_decode_frames)
         except (VideoDecodeError, OSError) as err:
-            self._skip("skipped_corrupt", key, f"{type(err).__name__}: {err}")
+            self._skip("skipped_corrupt", key, f"{type(err).__name__}: {err}", shard)
             return None
         if frames.shape[0] < span:
-            self._skip("skipped_too_short", key, f"{frames.shape[0]} frames < {span} needed for {num_frames} frames")
+            self._skip(
+                "skipped_too_short", key, f"{frames.shape[0]} frames < {span} needed for {num_frames} frames", shard
+            )
             return None
         start = int(torch.randint(frames.shape[0] - span + 1, (1,), generator=generator))
         clip = video_to_tensor(frames[start : start + span : cfg.temporal_stride])  # (3, T, h, w)

@@ -10,6 +10,7 @@ nothing here is distributed by hand.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -38,10 +39,18 @@ from pyratok.training.heldout import evaluate_reconstruction
 from pyratok.training.model_card import write_training_model_card
 from pyratok.training.objective import BackboneVAEObjective, PyraTokObjective
 from pyratok.training.optimization import optimizer_param_groups, zero_bias_residual_init_
+from pyratok.training.run_guard import OutputDirLock, stop_with_parent
 
 logger = get_logger("pyratok.train")
 
 CHECKPOINT_PREFIX = "checkpoint-"
+PARTIAL_SUFFIX = ".tmp"  # a checkpoint being written; renamed to checkpoint-N once trainer_state.json is in it
+COMPLETE_MARKER = "trainer_state.json"  # written last: a checkpoint folder without it is partial
+# Restored by `accelerator.load_state` from the checkpoint whatever the config says: a resume must not change them.
+OPTIMIZER_FIELDS = (
+    "learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", "lr_scheduler", "lr_warmup_steps",
+    "lr_scaling", "fan_in_lr",
+)
 MAX_CONSECUTIVE_NONFINITE = 3
 
 
@@ -114,8 +123,11 @@ def data_config(raw: dict, seed: int) -> VideoDataConfig:
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------------------------
-def list_checkpoints(output_dir: str) -> list[Path]:
+def list_checkpoints(output_dir: str, complete_only: bool = True) -> list[Path]:
+    """`checkpoint-N` folders by step; with `complete_only`, those holding `trainer_state.json` (written last)."""
     found = [p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    if complete_only:
+        found = [p for p in found if (p / COMPLETE_MARKER).is_file()]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
@@ -123,37 +135,96 @@ def resolve_resume_path(config: TrainConfig) -> Path | None:
     if not config.resume_from_checkpoint:
         return None
     if config.resume_from_checkpoint == "latest":
-        found = list_checkpoints(config.output_dir)
-        if not found:
-            logger.warning(f"resume_from_checkpoint=latest but {config.output_dir} has no checkpoint: starting fresh")
+        complete = list_checkpoints(config.output_dir)
+        partial = [p for p in Path(config.output_dir).glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir()]
+        partial = [p for p in partial if p not in complete]
+        if partial:
+            # A save interrupted by a kill or a full disk: never resumed from, reported so it can be removed.
+            logger.warning(f"skipping partial checkpoints (interrupted saves) {sorted(p.name for p in partial)}",
+                           main_process_only=False)
+        if not complete:
+            logger.warning(f"resume_from_checkpoint=latest but {config.output_dir} has no complete checkpoint: "
+                           "starting fresh", main_process_only=False)
             return None
-        return found[-1]
+        return complete[-1]
     path = Path(config.resume_from_checkpoint)
-    if not (path / "trainer_state.json").is_file():
+    if not (path / COMPLETE_MARKER).is_file():
         raise FileNotFoundError(f"resume_from_checkpoint={str(path)!r} is not a checkpoint folder of train.py")
     return path
 
 
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether `err` came from a full disk. safetensors says so only in its message, and torch's zip writer reports it
+    as `RuntimeError: ... unexpected pos`, without errno: check the message and the free space too."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    if "No space left on device" in str(err) or "os error 28" in str(err):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
 def save_checkpoint(accelerator: Accelerator, config: TrainConfig, step: int, stream) -> Path:
+    """Write `checkpoint-{step}` complete or not at all: into `checkpoint-{step}.tmp`, `trainer_state.json` last,
+    then renamed into place; only then are old checkpoints beyond `checkpoints_total_limit` removed, so a kill or a
+    full disk during the save always leaves the previous checkpoint to resume from."""
     path = Path(config.output_dir) / f"{CHECKPOINT_PREFIX}{step}"
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)  # left by an earlier interrupted save of this step
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(partial))
+        # Every process owns its own slice of the data stream, so every process saves its position.
+        with open(partial / f"data_state_rank{accelerator.process_index}.json", "w") as f:
+            json.dump(stream.state_dict(), f)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            with open(partial / COMPLETE_MARKER, "w") as f:
+                json.dump({"global_step": step, "config": config.to_dict()}, f, indent=2)
+            if path.exists():  # a complete checkpoint of this step from an earlier run: replaced whole
+                shutil.rmtree(path)
+            os.replace(partial, path)
+    except Exception as err:
+        full = _disk_full(err, partial.parent)
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        if full:
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on device while saving {str(path)!r} (the partial save was removed; earlier "
+                f"checkpoints are intact): {type(err).__name__}: {err}",
+            ) from err
+        raise
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process and config.checkpoints_total_limit is not None:
-        # Make room first, as diffusers' scripts do, so the limit holds even if saving is interrupted.
-        existing = list_checkpoints(config.output_dir)
-        for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
+        existing = list_checkpoints(config.output_dir, complete_only=False)
+        for old in existing[: max(0, len(existing) - config.checkpoints_total_limit)]:
             shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(path))
-    # Every process owns its own slice of the data stream, so every process saves its position.
-    with open(path / f"data_state_rank{accelerator.process_index}.json", "w") as f:
-        json.dump(stream.state_dict(), f)
-    if accelerator.is_main_process:
-        with open(path / "trainer_state.json", "w") as f:
-            json.dump({"global_step": step, "config": config.to_dict()}, f, indent=2)
-    accelerator.wait_for_everyone()
     return path
 
 
+def check_resumed_optimizer(path: Path, config: TrainConfig) -> None:
+    """Refuse optimizer / schedule fields that differ from the checkpoint's: `load_state` restores the optimizer and
+    scheduler with the checkpoint's values, so a new value would be ignored while the run records it."""
+    with open(path / COMPLETE_MARKER) as f:
+        saved = json.load(f).get("config", {})
+    current = config.to_dict()
+    differ = {k: (saved[k], current[k]) for k in OPTIMIZER_FIELDS if k in saved and saved[k] != current[k]}
+    if differ:
+        listed = ", ".join(f"{k} (checkpoint {a!r}, now {b!r})" for k, (a, b) in differ.items())
+        raise ValueError(
+            f"resume from {str(path)!r}: the optimizer and schedule are restored from the checkpoint, which was "
+            f"saved with other values: {listed}; resume with the checkpoint's values, or start a new output_dir "
+            "(init_from the checkpoint's weights) to train with new ones"
+        )
+
+
 def load_checkpoint(accelerator: Accelerator, path: Path, stream) -> int:
+    with open(path / COMPLETE_MARKER) as f:
+        global_step = int(json.load(f)["global_step"])
     accelerator.load_state(str(path))
     data_state = path / f"data_state_rank{accelerator.process_index}.json"
     if not data_state.is_file():
@@ -162,8 +233,7 @@ def load_checkpoint(accelerator: Accelerator, path: Path, stream) -> int:
         )
     with open(data_state) as f:
         stream.load_state_dict(json.load(f))
-    with open(path / "trainer_state.json") as f:
-        return int(json.load(f)["global_step"])
+    return global_step
 
 
 def save_final(accelerator: Accelerator, config: TrainConfig, model: torch.nn.Module, summary: dict) -> Path:
@@ -186,18 +256,35 @@ def save_final(accelerator: Accelerator, config: TrainConfig, model: torch.nn.Mo
 
 # ---- logging --------------------------------------------------------------------------------------------------------
 class JsonlLog:
-    """Append-only jsonl log on the main process (one line per logged step)."""
+    """Append-only jsonl log on the main process (one line per logged step).
 
-    def __init__(self, path: Path, enabled: bool):
+    A run starting at `start_step` (0, or the resumed checkpoint's) first drops the records of later steps, left by
+    an interrupted run that got further than its last checkpoint: the log keeps one record per step."""
+
+    def __init__(self, path: Path, enabled: bool, start_step: int = 0):
         self.path = path
         self.enabled = enabled
         if enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_file():
+                lines = path.read_text().splitlines()
+                kept = [line for line in lines if line.strip() and _record_step(line) <= start_step]
+                if len(kept) != len(lines):
+                    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
+                    tmp.write_text("".join(line + "\n" for line in kept))
+                    os.replace(tmp, path)
 
     def write(self, record: dict) -> None:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def _record_step(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", float("inf")))
+    except (ValueError, AttributeError):
+        return float("inf")  # a line cut by a kill mid-write
 
 
 def mean_logs(records: list[dict[str, float]]) -> dict[str, float]:
@@ -209,6 +296,18 @@ def mean_logs(records: list[dict[str, float]]) -> dict[str, float]:
 def train(config: TrainConfig) -> dict:
     """Run training; returns a summary (steps, wall time, last logged losses, held-out metrics if validated)."""
     started = time.time()
+    # One run per output folder: a second run would interleave the logs and prune the first one's checkpoints.
+    # The lock is taken before the Accelerator exists, on the launcher-assigned rank 0 only (RANK is unset when
+    # launched as a single process).
+    lock = OutputDirLock(config.output_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    try:
+        return _train(config, started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config: TrainConfig, started: float) -> dict:
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
@@ -247,10 +346,11 @@ def train(config: TrainConfig) -> dict:
     step = 0
     resume = resolve_resume_path(config)
     if resume is not None:
+        check_resumed_optimizer(resume, config)
         step = load_checkpoint(accelerator, resume, stream)
-        logger.info(f"resumed from {resume} at step {step}")
+        logger.warning(f"resumed from {resume} at step {step}")
 
-    log = JsonlLog(Path(config.output_dir) / "logs.jsonl", accelerator.is_main_process)
+    log = JsonlLog(Path(config.output_dir) / "logs.jsonl", accelerator.is_main_process, start_step=step)
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         with open(Path(config.output_dir) / "train_config.json", "w") as f:
@@ -382,6 +482,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
+    stop_with_parent()  # see its docstring: a killed `accelerate launch` takes this training process with it
     summary = train(parse_args(argv))
     print(json.dumps({k: v for k, v in summary.items() if k != "last_logged"}, indent=2))
 
