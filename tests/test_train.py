@@ -13,7 +13,7 @@ from modeling_pyratok import AutoencoderPyraTok, PyraTokConfig, PyraTokModel
 from training.config import TrainConfig, parse_overrides
 from training.make_shards import make_shards
 from training.model_card import losses_on, write_training_model_card
-from training.train import build_objective, list_checkpoints, train
+from training.train import build_objective, list_checkpoints, portable_backbone_source, train
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*.yaml"))
 TINY_LM = {
@@ -146,6 +146,29 @@ def test_backbone_vae_task_feeds_a_pyratok_run(shards, tmp_path):
     pretrained = AutoencoderKLWan.from_pretrained(backbone / "final")
     ours = model.core.backbone.wan_state_dict()
     assert all(torch.equal(ours[k], v) for k, v in pretrained.state_dict().items())
+    # The saved config carries no path of this machine; the run's recipe and its card say where the backbone came from.
+    AcceleratorState._reset_state(True)
+    train(tiny_run(shards, tmp_path / "pyratok", backbone_name_or_path=str(backbone / "final"), max_train_steps=1,
+                   use_ar_loss=False))
+    saved = json.loads((tmp_path / "pyratok" / "final" / "config.json").read_text())
+    assert saved["backbone_name_or_path"] is None
+    recipe = json.loads((tmp_path / "pyratok" / "train_config.json").read_text())
+    assert recipe["backbone_name_or_path"] == str(backbone / "final")
+    assert f"Backbone weights: `{backbone / 'final'}`" in (tmp_path / "pyratok" / "final" / "README.md").read_text()
+    reloaded = PyraTokModel.from_pretrained(tmp_path / "pyratok" / "final")
+    assert reloaded.config.backbone_name_or_path is None
+
+
+@pytest.mark.parametrize(
+    ("source", "portable"),
+    [("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"), ("gpt2", "gpt2"),
+     ("out/tiny-cpu-backbone-long-32px/final", None), ("/abs/backbone", None), ("./vae", None), ("none", None),
+     (None, None)],
+)
+def test_portable_backbone_source_keeps_hub_ids_and_drops_local_paths(source, portable, tmp_path):
+    assert portable_backbone_source(source) == portable
+    (tmp_path / "Wan-AI" / "local").mkdir(parents=True)  # a folder shaped like a Hub id is still a local path
+    assert portable_backbone_source(str(tmp_path / "Wan-AI" / "local")) is None
 
 
 def test_backbone_vae_with_fan_in_rates_and_identity_init_resumes_exactly(shards, tmp_path):
