@@ -15,7 +15,7 @@ from training.make_shards import make_shards
 from training.model_card import losses_on, write_training_model_card
 from training.train import build_objective, list_checkpoints, portable_backbone_source, train
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").rglob("*.yaml"))  # experiments/ too
 TINY_LM = {
     "model_type": "llama",
     "hidden_size": 32,
@@ -172,7 +172,8 @@ def test_portable_backbone_source_keeps_hub_ids_and_drops_local_paths(source, po
 
 
 def test_backbone_vae_with_fan_in_rates_and_identity_init_resumes_exactly(shards, tmp_path):
-    # The CPU backbone recipe (tiny-cpu-backbone-fan-in.yaml): one optimizer group per rate must line up on resume.
+    # The fan-in backbone recipe (experiments/tiny-cpu-backbone-fan-in.yaml): one optimizer group per rate must line
+    # up on resume.
     run = dict(task="backbone_vae", use_ar_loss=False, lr_scaling="fan_in", fan_in_lr=0.1,
                backbone_init="zero_bias_residual", max_train_steps=6, checkpointing_steps=3)
     objective, vae = build_objective(tiny_run(shards, tmp_path / "init", **run))
@@ -276,7 +277,7 @@ def test_init_from_applies_the_recipes_model_overrides_and_refuses_another_archi
         build_objective(tiny_run(shards, tmp_path / "b", **start, model_overrides={"codebook_dim": 8}))
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_recipes_parse(recipe):
     config = TrainConfig.from_yaml(recipe)
     assert config.data["num_frames"] and all((t - 1) % 4 == 0 for t in config.data["num_frames"])
