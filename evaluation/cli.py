@@ -216,7 +216,7 @@ _BUILTIN: dict[str, tuple[Callable, Callable]] = {
 def _task_functions(task: str) -> tuple[Callable, Callable]:
     if task in _BUILTIN:
         return _BUILTIN[task]
-    name = f"evaluation.{task}"
+    name = f"pyratok.evaluation.{task}"
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as err:
@@ -258,7 +258,8 @@ def build_parser(task: str, add_task_arguments: Callable[[argparse.ArgumentParse
     common = parser.add_argument_group("common")
     common.add_argument("--model", default=str(DEFAULT_MODEL),
                         help="PyraTok checkpoint folder (default: the shipped model_cards/pyratok-small-procedural)")
-    common.add_argument("--data", required=True, help="eval split folder with *.tar shards (e.g. DIR/val)")
+    common.add_argument("--data", required=True,
+                        help="eval split: a folder of *.tar shards (e.g. DIR/val), one .tar shard, or a quoted glob")
     common.add_argument("--out", default=None, help="report JSON path (default: print the report)")
     common.add_argument("--max-clips", type=int, default=None, help="evaluate at most this many clips")
     common.add_argument("--num-frames", type=int, default=None, help="frames per clip, 4k+1 (default: all valid)")
@@ -301,12 +302,12 @@ def _run(argv: list[str]) -> int:
     torch.manual_seed(args.seed)
     if args.out is not None:
         check_report_path(args.out)
-    if not Path(args.data).exists():
-        raise EvalError(f"data folder not found: {args.data}")
     if task in BUILTIN_TASKS:
         from .clips import split_shards
 
-        split_shards(args.data)  # fail on an empty split before spending time on the model
+        split_shards(args.data)  # fail on a missing or empty split before spending time on the model
+    elif not Path(args.data).exists():
+        raise EvalError(f"data not found: {args.data}")
     args.device = _resolve_device(args.device)
 
     start = time.perf_counter()

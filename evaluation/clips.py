@@ -1,9 +1,11 @@
 """Deterministic clip reading for evaluation, and loaders for the eval splits' annotation files.
 
-An eval split is a folder of WebDataset tar shards (`*.tar`, samples `<key>.mp4` + `<key>.json`, as written by
-`training/make_shards.py`) plus, optionally, `annotations_vis.json` (YouTube-VIS style masks) and
-`annotations_localization.json` (ActivityNet style segments). Shards are read directly with `tarfile` (no shuffling,
-no webdataset dependency): samples come out in sorted key order, whatever the shard layout.
+An eval split is what training reads (`training.data_sources.resolve_data_files`): a folder of WebDataset tar shards,
+one `.tar` shard, or a glob of them; samples are `<key>.mp4` with a `<key>.json` (`{"caption", "fps", ...}`, as
+written by `training/make_shards.py`) and/or a `<key>.txt` caption. Beside the shards, optionally,
+`annotations_vis.json` (YouTube-VIS style masks) and `annotations_localization.json` (ActivityNet style segments).
+Shards are read directly with `tarfile` (no shuffling, no webdataset dependency): samples come out in sorted key
+order, whatever the shard layout.
 
 Geometry: a clip keeps its first `F` frames, `F` the largest `4k + 1` that fits (or `num_frames`); with `size` it is
 resized so the short side covers the target and centre-cropped (`pyratok.video_io.resize_and_crop`). The transform
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pyratok.data_sources import data_folder, resolve_data_files
 from pyratok.video_io import VideoDecodeError, read_video, resize_and_crop, valid_frame_count, video_to_tensor
 
 logger = logging.getLogger(__name__)
@@ -116,8 +119,8 @@ class EvalClip:
     Args:
         key: sample key (`proc-000003`, `pan-000001`, ...).
         video: float `(3, T, H, W)` in [-1, 1], `T = 4k + 1`.
-        caption: the sample's caption (`""` if the json has none).
-        meta: the sample json, unchanged.
+        caption: the sample's caption: the json's `caption`, else the `.txt` member's text (`""` if neither).
+        meta: the sample json, unchanged (`{}` for a sample without one).
         fps: frame rate (the json's `fps`, else the container's).
         resize: the spatial transform applied to the decoded frames.
         num_source_frames: frames decoded before truncation to `T`.
@@ -169,17 +172,19 @@ def _target_size(size: int | tuple[int, int] | list[int] | None) -> tuple[int, i
     return pair
 
 
-def split_shards(split_dir: str | os.PathLike) -> list[Path]:
-    """The sorted `*.tar` shards of a split folder; a clear error if the folder is missing or holds none."""
-    path = Path(split_dir)
-    if not path.exists():
-        raise FileNotFoundError(f"split folder not found: {path}")
-    if not path.is_dir():
-        raise ValueError(f"split path is not a folder: {path}")
-    shards = sorted(p for p in path.glob("*.tar") if p.is_file())
-    if not shards:
-        raise ValueError(f"no *.tar shards in split folder {path} (expected e.g. {path}/val-00000.tar)")
-    return shards
+def split_shards(source: str | os.PathLike) -> list[Path]:
+    """The shards of an eval split: a folder's sorted `*.tar`, one `.tar` file, or a glob's sorted matches.
+
+    Raises:
+        FileNotFoundError: `source` is no existing path and no glob (the message names it).
+        ValueError: a folder without `*.tar`, a glob matching nothing, or a URL.
+    """
+    return [Path(p) for p in resolve_data_files(source, allow_remote=False)]
+
+
+def split_folder(source: str | os.PathLike) -> Path:
+    """The folder holding a split's shards, where its annotation files (`VIS_FILE`, `LOCALIZATION_FILE`) sit."""
+    return data_folder(source)
 
 
 def _sample_key(name: str) -> tuple[str, str]:
@@ -197,7 +202,7 @@ class ClipReader:
     """Iterate the clips of an eval split deterministically (sorted keys), counting skipped samples in `stats`.
 
     Args:
-        split_dir: folder of `*.tar` shards.
+        split_dir: the split: a folder of `*.tar` shards, one `.tar` shard, or a glob of them.
         max_clips: stop after this many yielded clips (None: all).
         num_frames: keep the first `num_frames` frames (must be `4k + 1`; clips with fewer keep the largest `4k + 1`
             they have); None keeps the largest `4k + 1`.
@@ -205,7 +210,7 @@ class ClipReader:
         keys: only these sample keys (in sorted order; unknown keys are an error).
 
     Raises:
-        FileNotFoundError: `split_dir` does not exist.
+        FileNotFoundError: `split_dir` is no existing path and no glob.
         ValueError: no shards, bad arguments, or `keys` not in the split.
     """
 
@@ -266,8 +271,10 @@ class ClipReader:
 
     def _load(self, key: str, tars: dict[Path, tarfile.TarFile]) -> EvalClip | None:
         fields = self.index[key]
-        if "mp4" not in fields or "json" not in fields:
-            self._skip(key, f"missing field(s) {sorted({'mp4', 'json'} - set(fields))}")
+        has_caption = bool({"json", "txt"} & set(fields))  # a json (caption, fps) or a plain-text caption
+        if "mp4" not in fields or not has_caption:
+            missing = ["mp4"] * ("mp4" not in fields) + ["json or txt"] * (not has_caption)
+            self._skip(key, f"missing field(s) {missing}")
             return None
 
         def read(ext: str) -> bytes:
@@ -280,9 +287,10 @@ class ClipReader:
             return member.read()
 
         try:
-            meta = json.loads(read("json"))
+            meta = json.loads(read("json")) if "json" in fields else {}
             if not isinstance(meta, dict):
                 raise ValueError(f"sample json is a {type(meta).__name__}, not an object")
+            text = read("txt").decode("utf-8", errors="replace").strip() if "txt" in fields else ""
             frames, container_fps = read_video(read("mp4"))
         except (VideoDecodeError, ValueError, OSError, tarfile.TarError) as err:
             self._skip(key, f"{type(err).__name__}: {err}")
@@ -304,7 +312,7 @@ class ClipReader:
         if not fps > 0:
             self._skip(key, "no frame rate in the json or the container")
             return None
-        caption = meta.get("caption") if isinstance(meta.get("caption"), str) else ""
+        caption = meta["caption"] if isinstance(meta.get("caption"), str) and meta["caption"] else text
         return EvalClip(key=key, video=video, caption=caption, meta=meta, fps=fps, resize=resize,
                         num_source_frames=available)
 
@@ -529,6 +537,7 @@ __all__ = [
     "iter_clips",
     "load_localization_annotations",
     "load_vis_annotations",
+    "split_folder",
     "split_shards",
     "vis_instances",
 ]

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .clips import LOCALIZATION_FILE, TEMPORAL_CHUNK, ClipReader, load_localization_annotations
+from .clips import LOCALIZATION_FILE, TEMPORAL_CHUNK, ClipReader, load_localization_annotations, split_folder
 from .metrics import DEFAULT_TIOU_THRESHOLDS, detection_map
 from .semantic import _core, frame_descriptors, text_embeddings
 
@@ -207,7 +207,7 @@ def evaluate_localization(
     if window < 1 or stride < 1:
         raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
     resolve_threshold(np.zeros(1), threshold)  # validate early
-    ann_path = Path(split_dir) / LOCALIZATION_FILE if annotations is None else Path(annotations)
+    ann_path = split_folder(split_dir) / LOCALIZATION_FILE if annotations is None else Path(annotations)
     database = load_localization_annotations(ann_path)["database"]
     reader = ClipReader(split_dir, max_clips=max_clips, num_frames=num_frames, size=size)
     missing = sorted(set(database) - set(reader.index))

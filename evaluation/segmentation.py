@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .clips import TEMPORAL_CHUNK, VIS_FILE, ClipReader, load_vis_annotations, vis_instances
+from .clips import TEMPORAL_CHUNK, VIS_FILE, ClipReader, load_vis_annotations, split_folder, vis_instances
 from .crf import dense_crf_3d
 from .metrics import jaccard_j, mask_ap, video_mask_iou
 from .semantic import _core, _level_index, token_text_similarity
@@ -340,7 +340,7 @@ def evaluate_segmentation(
     latent_to_frame_weights(1, 1, temporal)
     scaled_crf_params(crf_params, 1.0)
 
-    ann_path = Path(split_dir) / VIS_FILE if annotations is None else Path(annotations)
+    ann_path = split_folder(split_dir) / VIS_FILE if annotations is None else Path(annotations)
     vis = load_vis_annotations(ann_path)
     reader = ClipReader(split_dir, num_frames=num_frames, size=size)
     annotated = sorted(name for name, video in vis["videos_by_name"].items()

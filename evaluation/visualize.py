@@ -684,6 +684,7 @@ def run(args: argparse.Namespace, model: torch.nn.Module) -> dict:
         ClipReader,
         load_localization_annotations,
         load_vis_annotations,
+        split_folder,
         vis_instances,
     )
     from .localization import (
@@ -738,7 +739,7 @@ def run(args: argparse.Namespace, model: torch.nn.Module) -> dict:
     figures["reconstruction"] = str(plot_reconstruction(clip.video, recon, folder / "reconstruction.png",
                                                         max_frames=max_frames, cell=cell, title=clip.key))
 
-    split = Path(args.data)
+    split = split_folder(args.data)
     if (split / VIS_FILE).is_file():
         vis = load_vis_annotations(split / VIS_FILE)
         keys = sorted(k for k, v in vis["videos_by_name"].items() if vis["annotations_by_video"][v["id"]])

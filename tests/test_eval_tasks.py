@@ -112,7 +112,7 @@ def test_undecodable_samples_are_skipped_and_counted(tmp_path, shards, caplog):
 
 
 def test_missing_or_empty_split_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="split folder not found"):
+    with pytest.raises(FileNotFoundError, match="data not found: .*nope"):
         list(iter_clips(tmp_path / "nope"))
     with pytest.raises(ValueError, match="no \\*.tar shards"):
         list(iter_clips(tmp_path))
@@ -270,7 +270,7 @@ def test_cli_errors_exit_2(model_dir, shards, tmp_path, capsys, monkeypatch):
     assert cli.main(["reconstruction", "--model", str(tmp_path / "missing"), "--data", str(shards / "test")]) == 2
     assert "pyratok-eval: error: model folder not found" in capsys.readouterr().err
     assert cli.main(["reconstruction", "--model", str(model_dir), "--data", str(tmp_path / "nodata")]) == 2
-    assert "pyratok-eval: error: data folder not found" in capsys.readouterr().err
+    assert "pyratok-eval: error: data not found: " + str(tmp_path / "nodata") in capsys.readouterr().err
     assert cli.main(["nonsense"]) == 2
     assert "unknown task 'nonsense'" in capsys.readouterr().err
     monkeypatch.setattr(cli, "TASKS", cli.TASKS + ("no_such_task",))

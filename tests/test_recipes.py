@@ -142,3 +142,34 @@ def test_shipped_backbone_phases_resolve_to_the_recipes_results_md_measured():
     # The default's stage 2 reads phase 7's output.
     assert TrainConfig.from_yaml(CONFIGS / "tiny-cpu.yaml").backbone_name_or_path == (
         "out/tiny-cpu-backbone-long-32px/final")
+
+
+def test_configs_hold_the_paper_stages_and_the_default_chain_and_experiments_resolve_to_their_parents():
+    """training/configs/ keeps the paper's stages and every recipe the default checkpoint's chain uses (through
+    `base:`); recipes tried and not adopted live in experiments/ and still resolve over their parents there."""
+    stages = {"stage1.yaml", "stage2.yaml", "stage3.yaml"}
+    default_chain = {"tiny-cpu.yaml"} | {f"tiny-cpu-backbone-{p}.yaml" for p in (
+        "32px", "64px", "colour-32px", "colour-64px", "refine-32px", "refine-64px", "long-32px")}
+    assert {p.name for p in CONFIGS.glob("*.yaml")} == stages | default_chain
+    for name in stages | default_chain:  # every base: of a kept recipe is a kept recipe
+        base = yaml.safe_load((CONFIGS / name).read_text()).get("base")
+        assert base is None or base in stages | default_chain, (name, base)
+    experiments = CONFIGS / "experiments"
+    assert {p.name for p in experiments.glob("*.yaml")} == {
+        "tiny-cpu-backbone.yaml", "tiny-cpu-backbone-fan-in.yaml", "tiny-cpu-backbone-polish-32px.yaml",
+        "tiny-cpu-backbone-polish-64px.yaml", "tiny-cpu-long.yaml", "tiny-cpu-continue.yaml"}
+    default = TrainConfig.from_yaml(CONFIGS / "tiny-cpu.yaml")
+    for name in ("tiny-cpu-long.yaml", "tiny-cpu-continue.yaml"):  # stage-2 fine-tunes of the shipped checkpoint
+        config = TrainConfig.from_yaml(experiments / name)
+        assert config.init_from == "model_cards/pyratok-small-procedural"
+        assert config.model_overrides == default.model_overrides and config.use_ar_loss == default.use_ar_loss
+    polish = TrainConfig.from_yaml(experiments / "tiny-cpu-backbone-polish-64px.yaml")
+    phase6 = TrainConfig.from_yaml(CONFIGS / "tiny-cpu-backbone-refine-64px.yaml")
+    # phase 6's recipe (its data, read through `base: ../`) at half its peak rates, from the polish-32px output
+    assert polish.data == phase6.data and polish.max_train_steps == phase6.max_train_steps == 300
+    assert (polish.fan_in_lr, polish.learning_rate) == (phase6.fan_in_lr / 2, phase6.learning_rate / 2)
+    assert polish.init_from == "out/tiny-cpu-backbone-polish-32px/final" and polish.seed == 2
+    first = TrainConfig.from_yaml(experiments / "tiny-cpu-backbone.yaml")
+    fan_in = TrainConfig.from_yaml(experiments / "tiny-cpu-backbone-fan-in.yaml")  # base: tiny-cpu-backbone.yaml there
+    assert (first.lr_scaling, fan_in.lr_scaling, fan_in.backbone_init) == ("none", "fan_in", "zero_bias_residual")
+    assert fan_in.data["data_files"] == first.data["data_files"]

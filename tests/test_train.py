@@ -13,9 +13,9 @@ from modeling_pyratok import AutoencoderPyraTok, PyraTokConfig, PyraTokModel
 from pyratok.training.config import TrainConfig, parse_overrides
 from pyratok.training.make_shards import make_shards
 from pyratok.training.model_card import losses_on, write_training_model_card
-from pyratok.training.train import build_objective, list_checkpoints, train
+from pyratok.training.train import build_objective, list_checkpoints, portable_backbone_source, train
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").rglob("*.yaml"))  # experiments/ too
 TINY_LM = {
     "model_type": "llama",
     "hidden_size": 32,
@@ -146,10 +146,34 @@ def test_backbone_vae_task_feeds_a_pyratok_run(shards, tmp_path):
     pretrained = AutoencoderKLWan.from_pretrained(backbone / "final")
     ours = model.core.backbone.wan_state_dict()
     assert all(torch.equal(ours[k], v) for k, v in pretrained.state_dict().items())
+    # The saved config carries no path of this machine; the run's recipe and its card say where the backbone came from.
+    AcceleratorState._reset_state(True)
+    train(tiny_run(shards, tmp_path / "pyratok", backbone_name_or_path=str(backbone / "final"), max_train_steps=1,
+                   use_ar_loss=False))
+    saved = json.loads((tmp_path / "pyratok" / "final" / "config.json").read_text())
+    assert saved["backbone_name_or_path"] is None
+    recipe = json.loads((tmp_path / "pyratok" / "train_config.json").read_text())
+    assert recipe["backbone_name_or_path"] == str(backbone / "final")
+    assert f"Backbone weights: `{backbone / 'final'}`" in (tmp_path / "pyratok" / "final" / "README.md").read_text()
+    reloaded = PyraTokModel.from_pretrained(tmp_path / "pyratok" / "final")
+    assert reloaded.config.backbone_name_or_path is None
+
+
+@pytest.mark.parametrize(
+    ("source", "portable"),
+    [("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"), ("gpt2", "gpt2"),
+     ("out/tiny-cpu-backbone-long-32px/final", None), ("/abs/backbone", None), ("./vae", None), ("none", None),
+     (None, None)],
+)
+def test_portable_backbone_source_keeps_hub_ids_and_drops_local_paths(source, portable, tmp_path):
+    assert portable_backbone_source(source) == portable
+    (tmp_path / "Wan-AI" / "local").mkdir(parents=True)  # a folder shaped like a Hub id is still a local path
+    assert portable_backbone_source(str(tmp_path / "Wan-AI" / "local")) is None
 
 
 def test_backbone_vae_with_fan_in_rates_and_identity_init_resumes_exactly(shards, tmp_path):
-    # The CPU backbone recipe (tiny-cpu-backbone-fan-in.yaml): one optimizer group per rate must line up on resume.
+    # The fan-in backbone recipe (experiments/tiny-cpu-backbone-fan-in.yaml): one optimizer group per rate must line
+    # up on resume.
     run = dict(task="backbone_vae", use_ar_loss=False, lr_scaling="fan_in", fan_in_lr=0.1,
                backbone_init="zero_bias_residual", max_train_steps=6, checkpointing_steps=3)
     objective, vae = build_objective(tiny_run(shards, tmp_path / "init", **run))
@@ -253,7 +277,7 @@ def test_init_from_applies_the_recipes_model_overrides_and_refuses_another_archi
         build_objective(tiny_run(shards, tmp_path / "b", **start, model_overrides={"codebook_dim": 8}))
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_recipes_parse(recipe):
     config = TrainConfig.from_yaml(recipe)
     assert config.data["num_frames"] and all((t - 1) % 4 == 0 for t in config.data["num_frames"])

@@ -17,11 +17,9 @@ waiting in unfinished buckets; a restored stream skips the pulled examples witho
 ones, which it decodes again into their buckets.
 """
 
-import glob
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 
+from pyratok.data_sources import resolve_data_files
 from pyratok.training.tar_shards import SAMPLE_ERROR_KEY, SHARD_ERROR_KEY, first_columns, load_tar_shards
 from pyratok.video_io import VideoDecodeError, read_video, resize_and_crop, video_to_tensor
 
@@ -63,8 +62,9 @@ class VideoDataConfig:
     """Where clips come from and how they are cut.
 
     Args:
-        data_files: WebDataset `.tar` paths or glob patterns (local globs are expanded and sorted here; remote URLs
-            such as `hf://...` are passed to `datasets` as they are). Exclusive with `dataset_name`.
+        data_files: WebDataset `.tar` paths, folders of them or glob patterns (expanded and sorted here by
+            `training.data_sources.resolve_data_files`, as `pyratok-eval --data` is; remote URLs such as `hf://...` are
+            passed to `datasets` as they are). Exclusive with `dataset_name`.
         dataset_name: a Hub dataset id (or local dataset folder) for `datasets.load_dataset`.
         dataset_config_name: its configuration name, if any.
         dataset_split: the split to stream (Hub datasets; local shards form one "train" split).
@@ -140,24 +140,11 @@ class VideoDataConfig:
             )
 
 
-def _resolve_data_files(patterns: list[str]) -> list[str]:
-    files = []
-    for pattern in patterns:
-        if "://" in pattern:
-            files.append(pattern)
-            continue
-        matches = sorted(glob.glob(os.path.expanduser(pattern)))
-        if not matches:
-            raise ValueError(f"data_files pattern {pattern!r} matches no file (cwd {os.getcwd()})")
-        files += matches
-    return files
-
-
 def load_video_dataset(config: VideoDataConfig) -> datasets.IterableDataset:
     """The raw streaming dataset: shards as `pyratok.training.tar_shards` reads them, or a Hub dataset with its video column
     cast to `Video(decode=False)` where it is a Video feature."""
     if config.data_files is not None:
-        files = _resolve_data_files(config.data_files)
+        files = resolve_data_files(config.data_files)
         _check_shard_columns(files, (config.video_column, config.caption_column))
         return load_tar_shards(files)
     ds = datasets.load_dataset(

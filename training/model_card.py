@@ -99,9 +99,17 @@ def format_heldout(metrics: dict | None) -> str:
 
 
 def write_training_model_card(
-    path: str | os.PathLike, model_config: PyraTokConfig, config: TrainConfig, summary: dict
+    path: str | os.PathLike,
+    model_config: PyraTokConfig,
+    config: TrainConfig,
+    summary: dict,
+    backbone_source: str | None = None,
 ) -> None:
-    """Write `README.md` for a trained checkpoint (overwrites the generic card `save_pretrained` wrote)."""
+    """Write `README.md` for a trained checkpoint (overwrites the generic card `save_pretrained` wrote).
+
+    `backbone_source` is where the frozen backbone's weights came from in this run (a local folder is fine here: the
+    card is provenance, while `config.json` keeps only a portable Hub id); default `model_config`'s.
+    """
     data = config.data
     source = data.get("dataset_name") or data.get("data_files")
     frames, res = data.get("num_frames"), data.get("resolutions")
@@ -121,7 +129,7 @@ def write_training_model_card(
         ct=model_config.scale_factor_temporal,
         cs=model_config.scale_factor_spatial,
         lora_rank=model_config.lora_rank,
-        backbone=model_config.backbone_name_or_path,
+        backbone=backbone_source or model_config.backbone_name_or_path or config.init_from or "none (random init)",
         levels=model_config.num_levels,
         strides=model_config.level_spatial_strides,
         bits=model_config.codebook_dim,

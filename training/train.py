@@ -76,6 +76,18 @@ def build_pyratok_model(config: TrainConfig) -> PyraTokModel:
     return model.train()
 
 
+# A Hub id: `name` or `org/name`, with no path of this machine in it.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def portable_backbone_source(name_or_path: str | None) -> str | None:
+    """`name_or_path` if it is a Hub id another machine can load, else None: a saved config carries no path of the
+    machine it was trained on (`train_config.json` and the model card record where the weights came from)."""
+    if not name_or_path or name_or_path == "none" or os.path.exists(name_or_path):
+        return None
+    return name_or_path if HUB_ID.fullmatch(name_or_path) and not name_or_path.startswith(".") else None
+
+
 def backbone_subfolder(config: TrainConfig, model_config: PyraTokConfig, source: str) -> str | None:
     """Where the `AutoencoderKLWan` sits inside `source`: `backbone_subfolder` if set, the root of a local folder
     holding a `config.json` (a plain diffusers VAE folder, e.g. the output of task=backbone_vae), else the model
@@ -245,11 +257,14 @@ def save_final(accelerator: Accelerator, config: TrainConfig, model: torch.nn.Mo
     if config.task == "backbone_vae":
         model.save_pretrained(final)
         return final
+    # The card names the backbone's source (a local folder included); config.json keeps only a portable one.
+    backbone_source = model.config.backbone_name_or_path
+    model.config.backbone_name_or_path = portable_backbone_source(backbone_source)
     model.save_pretrained(final)
     vae = AutoencoderPyraTok(**model.config.to_init_kwargs())
     vae.load_state_dict(model.state_dict())
     vae.save_pretrained(Path(config.output_dir) / "final-diffusers")
-    write_training_model_card(final / "README.md", model.config, config, summary)
+    write_training_model_card(final / "README.md", model.config, config, summary, backbone_source=backbone_source)
     shutil.copy(final / "README.md", Path(config.output_dir) / "final-diffusers" / "README.md")
     return final
 
