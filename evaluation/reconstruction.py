@@ -135,11 +135,10 @@ def evaluate_reconstruction(
         _, frames, height, width = clip.video.shape
         rows.append({"key": clip.key, "num_frames": frames, "height": height, "width": width,
                      **{name: values[0] for name, values in scores.items()}})
-        if vis is not None:
-            object_rows = _clip_objects(vis, clip, x[0], reconstruction[0])
-            all_objects += object_rows
-            rows[-1]["objects"] = summarize_objects(object_rows) if object_rows else None
-            rows[-1]["object_rows"] = [r for r in object_rows if r is not None]
+        object_rows = _clip_objects(vis, clip, x[0], reconstruction[0]) if vis is not None else []
+        all_objects += object_rows
+        rows[-1]["objects"] = summarize_objects(object_rows) if object_rows else None
+        rows[-1]["object_rows"] = [r for r in object_rows if r is not None]
         level_ids = [[] for _ in out.ids] if level_ids is None else level_ids
         for store, ids in zip(level_ids, out.ids, strict=True):
             store.append(ids.cpu())
