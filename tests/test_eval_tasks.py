@@ -191,7 +191,7 @@ def test_semantic_space_rejects_residual_models_and_bad_input(model):
 
 # -------------------------------------------------------------------------------------------------- evaluators
 
-CLIP_ROW = {"key", "num_frames", "height", "width", "psnr", "ssim", "lpips"}
+CLIP_ROW = {"key", "num_frames", "height", "width", "psnr", "ssim", "lpips", "objects", "object_rows"}
 USAGE_ROW = {"level", "tokens", "distinct_codes", "codebook_fraction", "perplexity"}
 
 
@@ -207,6 +207,9 @@ def test_reconstruction_report(model, shards):
     assert out["bits_per_pixel"] == pytest.approx(model.bits_per_pixel(64, 64, 9))
     assert out["tokens_per_clip"] == 3 * (64 + 16 + 4 + 1)
     assert out["codebook_size"] == 2**16
+    # The test split carries object masks: object fidelity is reported (values: tests/test_eval_objects.py).
+    assert out["objects"]["num_objects"] == sum(len(c["object_rows"]) for c in out["clips"])
+    assert out["object_delta_e"] == out["objects"]["delta_e_2000"] >= 0
     json.dumps(out)
 
 

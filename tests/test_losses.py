@@ -9,7 +9,7 @@ import torch
 
 from pyratok import quality
 from pyratok.quality import LPIPSWeightsUnavailable, build_lpips, lpips_or_reason, lpips_weights_path, psnr, ssim
-from pyratok.training.losses import ReconstructionLoss, even_frame_indices, mask_video
+from pyratok.training.losses import ReconstructionLoss, even_frame_indices, mask_video, saliency_weights
 
 
 def smooth_images(n: int = 2, channels: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -223,6 +223,56 @@ def test_chroma_term_scores_only_colour_errors():
     grey_video = target[:, :1]  # one channel: no colour to score, so the term must refuse rather than return 0
     with pytest.raises(ValueError, match="chroma term needs colour"):
         loss(grey_video, grey_video)
+
+
+def _object_on_flat_background() -> torch.Tensor:
+    """(1, 3, 2, 4, 4): frame 0 is -0.5 everywhere but two object pixels at +0.5; frame 1 is flat (0.1)."""
+    target = torch.full((1, 3, 2, 4, 4), -0.5)
+    target[0, :, 0, 1, 1] = 0.5
+    target[0, :, 0, 2, 3] = 0.5
+    target[0, :, 1] = 0.1
+    return target
+
+
+def test_saliency_weights_on_a_hand_made_frame():
+    w = saliency_weights(_object_on_flat_background())
+    # Frame 0: median colour is the background; distance sqrt(3) on the 2 object pixels, 0 elsewhere; mean
+    # 2 sqrt(3) / 16, so the objects weigh 8 and the background 0. Frame 1 is flat: weight 1 everywhere.
+    expected = torch.zeros(1, 1, 2, 4, 4)
+    expected[0, 0, 0, 1, 1] = expected[0, 0, 0, 2, 3] = 8.0
+    expected[0, 0, 1] = 1.0
+    assert torch.allclose(w, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="expects"):
+        saliency_weights(torch.zeros(3, 4, 4))
+
+
+def test_salient_term_is_not_outvoted_by_the_background():
+    target = _object_on_flat_background()
+    recon = target.clone().requires_grad_(True)
+    error = torch.zeros_like(target)
+    error[0, 0, 0, 1, 1] = error[0, 0, 0, 2, 3] = 0.3  # object pixels: 0.3 on red only → 0.1 per pixel
+    error[0, :, 0] += torch.where(target[0, :, 0] < 0, 0.2, 0.0)  # background of frame 0: 0.2 on every channel
+    error[0, :, 1] = 0.2  # the flat frame: 0.2 everywhere
+    loss = ReconstructionLoss(l1_weight=1.0, ssim_weight=0.0, lpips_weight=0.0, salient_weight=2.0)
+    terms = loss(recon + error, target)
+    # By hand: frame 0 (8·0.1·2 + 0·0.2·14) / 16 = 0.1, frame 1 0.2 → 0.15; plain L1 (0.2 + 2.8) / 32 + 0.2 / 2.
+    assert terms["salient"].item() == pytest.approx(0.15, abs=1e-6)
+    assert terms["l1"].item() == pytest.approx((2 * 0.1 + 14 * 0.2) / 32 + 0.1, abs=1e-6)
+    assert terms["total"].item() == pytest.approx(terms["l1"].item() + 2 * 0.15, abs=1e-6)
+    assert loss(target, target)["salient"].item() == 0
+    with pytest.raises(ValueError, match="salient"):
+        ReconstructionLoss(lpips_weight=0.0, salient_weight=-1.0)
+
+
+def test_salient_weight_reaches_the_objectives_loss():
+    from pyratok.training.config import TrainConfig
+    from pyratok.training.objective import build_reconstruction_loss
+
+    data = {"data_files": "x.tar"}
+    fields = {"recon_lpips_weight": 0.0, "recon_salient_weight": 0.5, "data": data}
+    loss = build_reconstruction_loss(TrainConfig(**fields))
+    assert loss.weights == {"l1": 1.0, "ssim": 1.0, "salient": 0.5}
+    assert "salient" not in build_reconstruction_loss(TrainConfig(recon_lpips_weight=0.0, data=data)).weights
 
 
 def test_lpips_never_trainable_nor_in_state_dict(recon_loss):

@@ -84,8 +84,9 @@ class TrainConfig:
         use_recon_loss, use_codebook_loss, use_latent_loss, use_ar_loss, use_drift_loss: loss switches (the weights
             are the model config's `recon_weight`, `codebook_weight`, `latent_loss_weight`, `ar_weight`,
             `drift_weight`; the codebook's inner terms are switched by their own weights, 0 = off).
-        recon_l1_weight, recon_ssim_weight, recon_lpips_weight, recon_chroma_weight: inner weights of the
-            reconstruction loss (chroma: L1 of each pixel's colour around its RGB mean, off by default; see
+        recon_l1_weight, recon_ssim_weight, recon_lpips_weight, recon_chroma_weight, recon_salient_weight: inner
+            weights of the reconstruction loss (chroma: L1 of each pixel's colour around its RGB mean; salient: L1
+            weighted by each pixel's colour distance from its frame's median colour; both off by default; see
             `ReconstructionLoss`).
         lpips_net, lpips_pretrained_backbone: LPIPS backbone; `False` builds a random one (tests only).
         lpips_max_frames: frames per clip scored by LPIPS.
@@ -147,6 +148,7 @@ class TrainConfig:
     recon_ssim_weight: float = 1.0
     recon_lpips_weight: float = 1.0
     recon_chroma_weight: float = 0.0
+    recon_salient_weight: float = 0.0
     lpips_net: str = "alex"
     lpips_pretrained_backbone: bool = True
     lpips_max_frames: int = 4

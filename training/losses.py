@@ -55,6 +55,36 @@ class FrozenCompanionModule(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Saliency
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def saliency_weights(target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-pixel weights that single out what differs from a frame's dominant colour, mean 1 per frame.
+
+    Each pixel's weight is the Euclidean distance of its colour from the frame's per-channel median colour, divided
+    by that distance's mean over the frame: a large flat background gets weight ~0, small objects (and edges,
+    textures) share the frame's whole weight. A frame of one colour gets weight 1 everywhere. Needs no mask, so it
+    applies to any video, not only procedural clips.
+
+    Args:
+        target (`torch.Tensor` of shape `(B, C, T, H, W)`): the clip the weights are computed from.
+        eps (`float`): below this mean distance a frame counts as flat.
+
+    Returns:
+        `torch.Tensor` of shape `(B, 1, T, H, W)`, float32, >= 0, no gradient.
+    """
+    if target.ndim != 5:
+        raise ValueError(f"saliency_weights expects (B, C, T, H, W), got shape {tuple(target.shape)}")
+    x = target.detach().float()
+    median = x.flatten(3).median(dim=-1).values[..., None, None]  # (B, C, T, 1, 1)
+    distance = (x - median).square().sum(dim=1, keepdim=True).sqrt()  # (B, 1, T, H, W)
+    mean = distance.mean(dim=(3, 4), keepdim=True)
+    flat = mean < eps
+    return torch.where(flat, torch.ones_like(distance), distance / mean.clamp_min(eps))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Reconstruction loss
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -82,11 +112,17 @@ class ReconstructionLoss(FrozenCompanionModule):
     L1 + SSIM settle on grey output (evaluation/RESULTS.md: the encoder drops colour layer by layer); this term is
     how the tiny-cpu backbone recipes get colour back. Not in the paper, whose backbone is pretrained Wan.
 
+    The salient term is an L1 error weighted per pixel by [`saliency_weights`] of the target (distance of each
+    pixel's colour from its frame's median colour, mean 1 per frame), `mean(w · mean_c |r - t|)`: a large flat
+    background cannot outvote small objects, whose colour plain L1 and SSIM let a small tokenizer grey out
+    (issue 25). Not in the paper.
+
     Every term with weight 0 is off: not computed and absent from the output. LPIPS (built only when its weight is
     > 0) is a frozen companion: never trainable, never in `state_dict()`.
 
     Args:
-        l1_weight, ssim_weight, lpips_weight, chroma_weight (`float`): weights (>= 0) of the terms in `"total"`.
+        l1_weight, ssim_weight, lpips_weight, chroma_weight, salient_weight (`float`): weights (>= 0) of the terms
+            in `"total"`.
         lpips_net (`str`): LPIPS trunk, `"alex"` | `"vgg"` | `"squeeze"`.
         lpips_pretrained_backbone (`bool`): see [`build_lpips`]; `False` only for tests.
         lpips_max_frames (`int` or `None`): LPIPS scores at most this many frames per clip, spread evenly (it is the
@@ -102,9 +138,11 @@ class ReconstructionLoss(FrozenCompanionModule):
         lpips_pretrained_backbone: bool = True,
         lpips_max_frames: int | None = 4,
         chroma_weight: float = 0.0,
+        salient_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        weights = {"l1": l1_weight, "ssim": ssim_weight, "lpips": lpips_weight, "chroma": chroma_weight}
+        weights = {"l1": l1_weight, "ssim": ssim_weight, "lpips": lpips_weight, "chroma": chroma_weight,
+                   "salient": salient_weight}
         negative = {k: v for k, v in weights.items() if not v >= 0}
         if negative:
             raise ValueError(f"ReconstructionLoss weights must be >= 0, got {negative}")
@@ -130,8 +168,9 @@ class ReconstructionLoss(FrozenCompanionModule):
         Returns:
             `dict[str, torch.Tensor]` of float32 scalars: the enabled terms, unweighted — `"l1"` (mean absolute error),
             `"ssim"` (1 - SSIM over all frames, in [0, 2]), `"lpips"` (mean LPIPS over <= `lpips_max_frames` frames
-            per clip, >= 0), `"chroma"` (mean absolute error of the colour around each pixel's RGB mean) — and
-            `"total"`, their weighted sum. All zero for identical inputs.
+            per clip, >= 0), `"chroma"` (mean absolute error of the colour around each pixel's RGB mean),
+            `"salient"` (saliency-weighted mean absolute error) — and `"total"`, their weighted sum. All zero for
+            identical inputs.
         """
         _check_pair(reconstruction, target, "ReconstructionLoss", ndim=5)
         channels, height, width = reconstruction.shape[1], reconstruction.shape[3], reconstruction.shape[4]
@@ -158,6 +197,9 @@ class ReconstructionLoss(FrozenCompanionModule):
         if "chroma" in self.weights:
             # (r - mean_c r) - (t - mean_c t) is the colour deviation of the error itself
             terms["chroma"] = colour_deviation(reconstruction.float() - target.float()).abs().mean()
+        if "salient" in self.weights:
+            error = (reconstruction.float() - target.float()).abs().mean(dim=1, keepdim=True)
+            terms["salient"] = (saliency_weights(target) * error).mean()
         terms["total"] = sum(self.weights[k] * v for k, v in terms.items())
         return terms
 
@@ -222,4 +264,5 @@ __all__ = [
     "ReconstructionLoss",
     "even_frame_indices",
     "mask_video",
+    "saliency_weights",
 ]

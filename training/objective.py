@@ -71,6 +71,7 @@ def build_reconstruction_loss(config: TrainConfig) -> ReconstructionLoss:
         lpips_pretrained_backbone=config.lpips_pretrained_backbone,
         lpips_max_frames=config.lpips_max_frames,
         chroma_weight=config.recon_chroma_weight,
+        salient_weight=config.recon_salient_weight,
     )
 
 
