@@ -352,6 +352,14 @@ def summarize(results: list[dict]) -> dict:
     }
 
 
+def survivors(rows: list[dict]) -> list[dict]:
+    return [
+        {"location": f"{r['file']}:{r['line']}", "operator": r["operator"], "diff": r["diff"]}
+        for r in rows
+        if r["status"] == "survived"
+    ]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=ROOT, help="repository to mutate (copied; never modified)")
@@ -360,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant's pytest run")
     parser.add_argument("--carry", type=Path, help="an earlier run's JSON: its killed mutants are not rerun")
     parser.add_argument("--only", help="regex on 'file:line': run only the matching mutants of the sample")
+    parser.add_argument("--shard", default="0/1", help="'i/n': run every n-th mutant from the i-th (parallel runs)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="combine the JSON files of shards and exit")
     parser.add_argument("--list", action="store_true", help="print the sample and exit")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the unmutated run of each test group (when the suite is known to pass)")
@@ -367,8 +377,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `kill PID` cleans up the copy and the pytest run
 
+    if args.merge:
+        rows = [row for path in args.merge for row in json.loads(path.read_text())["mutants"]]
+        report = {"merged": [str(p) for p in args.merge], **summarize(rows), "mutants": rows}
+        report["survivors"] = survivors(rows)
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1))
+        print(json.dumps({k: report[k] for k in ("total", "per_package", "survivors")}, indent=1))
+        return report
     source_root = args.source.resolve()
     mutants = sample_mutants(source_root, args.per_package, args.seed)
+    index, count = (int(part) for part in args.shard.split("/"))
+    mutants = mutants[index::count]
     if args.only:
         mutants = [m for m in mutants if re.search(args.only, f"{m.file}:{m.line}")]
     if args.list:
@@ -377,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     carried = {}
     if args.carry:
-        carried = {r["key"]: r for r in json.loads(args.carry.read_text())["mutants"] if r["status"] == "killed"}
+        carried = {r["key"]: r for r in json.loads(args.carry.read_text())["mutants"]}
 
     results: list[dict] = []
     baseline: dict[tuple[str, ...], dict] = {}
@@ -394,9 +414,17 @@ def main(argv: list[str] | None = None) -> dict:
             row["diff"] = unified_diff(original, mutated, mutant.file)
             tests = test_files_for(work, mutant.file)
             row["tests"] = tests
-            if mutant.key() in carried:
+            earlier = carried.get(mutant.key(), {})
+            if earlier.get("status") == "killed":
                 row.update(status="killed", seconds=0.0, carried=True)
-            else:
+                tests = []
+            elif earlier.get("status") == "survived":
+                # The earlier group passed on this mutant: only the test files added since can kill it.
+                tests = [t for t in tests if t not in earlier["tests"]]
+                row["new_tests"] = tests
+                if not tests:
+                    row.update(status="survived", seconds=0.0, carried=True)
+            if "status" not in row:
                 group = tuple(tests)
                 if group not in baseline and args.no_baseline:
                     baseline[group] = {"tests": tests, "status": "survived", "seconds": None}
@@ -417,10 +445,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[{index + 1}/{len(mutants)}] {row['status']:8s} {mutant.file}:{mutant.line} {mutant.operator} "
                   f"{row['seconds']}s", file=sys.stderr, flush=True)
             report.update(summarize(results), baseline=list(baseline.values()), mutants=results)
-            report["survivors"] = [
-                {"location": f"{r['file']}:{r['line']}", "operator": r["operator"], "diff": r["diff"]}
-                for r in results if r["status"] == "survived"
-            ]
+            report["survivors"] = survivors(results)
             if args.out:
                 args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("total", "per_package", "survivors")}, indent=1))
