@@ -255,3 +255,15 @@ def test_reconstruct_metrics_json_every_field_by_hand(tmp_path, monkeypatch, one
     for level, ids, tokens in zip(metrics["levels"], whole.ids, level_tokens, strict=True):
         assert level["tokens"] == tokens
         assert {k: v for k, v in level.items() if k != "level"} == pytest.approx(usage_by_hand([ids], size))
+
+
+class PlainVAE(HalfwayVAE):
+    """The same stand-in with a config that states no temporal factor."""
+
+    config = SimpleNamespace()
+
+
+def test_heldout_evaluation_leaves_out_chunk_psnr_without_a_temporal_factor():
+    batches = [{"pixel_values": make_video(batch=1, frames=5, size=16), "captions": [None]}]
+    metrics = evaluate_reconstruction(PlainVAE(), batches, None, torch.device("cpu"))
+    assert sorted(metrics) == ["chroma", "clips", "data_chroma", "psnr", "ssim"]
