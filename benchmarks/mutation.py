@@ -60,7 +60,9 @@ DEFAULT_PER_PACKAGE = 20
 # Source file -> the test files that exercise it (kept small: every mutant runs its whole group when it survives).
 TEST_MAP: dict[str, list[str]] = {
     "modeling_pyratok/quantizer_pyratok.py": ["test_quantizer.py", "test_entropy_reference.py"],
-    "modeling_pyratok/modeling_pyratok.py": ["test_modeling.py", "test_autoencoder.py", "test_streaming.py"],
+    "modeling_pyratok/modeling_pyratok.py": [
+        "test_modeling.py", "test_autoencoder.py", "test_streaming.py", "test_invariants_quantizer.py"
+    ],
     "modeling_pyratok/autoencoder_pyratok.py": ["test_autoencoder.py"],
     "modeling_pyratok/backbone_pyratok.py": ["test_backbone.py"],
     "modeling_pyratok/checkpoint_pyratok.py": ["test_checkpoints.py", "test_official_checkpoint.py"],
