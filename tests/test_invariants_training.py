@@ -117,15 +117,22 @@ def test_pyratok_objective_reconstructs_the_unmasked_clip_and_weights_every_term
     assert out.logs["recon/chroma"] == pytest.approx(chroma, rel=1e-5)
     recon_total = l1_clean + 0.5 * ssim_term + 1.1 * chroma
     assert out.logs["recon/total"] == pytest.approx(recon_total, rel=1e-4)
-    # the latent target is the frozen encoder's posterior mean of the unmasked clip
-    with torch.no_grad(), model.core.backbone.lora_disabled():
-        target = model.core.backbone.encode_features(video).moments[:, : model.config.z_dim]
-    assert target.numel() > 0
+    # The encoder sees the masked clip; the latent term's target is the frozen encoder's mean of the unmasked one.
+    core = model.core
+    with torch.no_grad():
+        embeds, text_mask, present = core.text_condition(1, video.device, text=None)
+        q = core.quantize_features(core.backbone.encode_features(masked), embeds, text_mask, present, False)
+        with core.backbone.lora_disabled():
+            target = core.backbone.encode_features(video).moments[:, : model.config.z_dim]
+            masked_target = core.backbone.encode_features(masked).moments[:, : model.config.z_dim]
+    latent = (q.latent.double() - target.double()).square().mean().item()
+    assert abs(latent - (q.latent.double() - masked_target.double()).square().mean().item()) > 1e-4 * latent
+    assert out.logs["latent"] == pytest.approx(latent, rel=1e-4)
     expected = 1.3 * recon_total + 0.7 * out.logs["codebook/total"] + 2.9 * out.logs["latent"]
     assert out.logs["loss"] == pytest.approx(expected, rel=1e-5)
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     weighted = sum(
-        model.config.__getattribute__(f"{name}_weight") * out.logs[f"codebook/{name}"]
+        getattr(model.config, f"{name}_weight") * out.logs[f"codebook/{name}"]
         for name in ("commitment", "entropy", "hierarchical", "text_alignment", "text_codebook")
         if f"codebook/{name}" in out.logs
     )
