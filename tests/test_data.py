@@ -1,4 +1,4 @@
-"""pyratok.training.data: batches from WebDataset shards, determinism, exact resume, bad samples, ranks, config checks."""
+"""training.data: batches from WebDataset shards, determinism, exact resume, bad samples, ranks, config checks."""
 
 import json
 import logging

@@ -1,6 +1,6 @@
 """The data config's defaults are valid clip geometry for the backbone (issue 26 mutation survivor)."""
 
-from training.data import VideoDataConfig
+from pyratok.training.data import VideoDataConfig
 
 
 def test_default_clip_lengths_fit_the_causal_backbone():

@@ -12,14 +12,14 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-import evaluation.reconstruction as reconstruction_eval
-import evaluation.retrieval as retrieval_eval
+import pyratok.evaluation.reconstruction as reconstruction_eval
+import pyratok.evaluation.retrieval as retrieval_eval
 from modeling_pyratok import PyraTokModel
+from pyratok import cli
+from pyratok.quality import clip_scores, code_usage, lpips_or_reason
+from pyratok.training.heldout import evaluate_reconstruction, psnr_by_chunk
+from pyratok.video_io import read_video, video_to_tensor, write_video
 from tests.conftest import activate_text_attention, make_video, tiny_config
-from training import cli
-from training.heldout import clip_scores, code_usage, evaluate_reconstruction, psnr_by_chunk
-from training.losses import lpips_or_reason
-from training.video_io import read_video, video_to_tensor, write_video
 
 PROMPT = "a red square drifts to the right"
 

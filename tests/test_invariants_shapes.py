@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from training.make_shards import _shape_inside
+from pyratok.training.make_shards import _shape_inside
 
 N = 801
 GRID = np.linspace(-1, 1, N)

@@ -13,11 +13,11 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from skimage.metrics import structural_similarity
 
+from pyratok.training.losses import ReconstructionLoss, mask_video
+from pyratok.training.objective import BackboneVAEObjective, PyraTokObjective
+from pyratok.training.train import build_objective, train
 from tests.conftest import make_video
 from tests.test_train import read_log, shards, tiny_run  # noqa: F401  (shards is a module fixture)
-from training.losses import ReconstructionLoss, mask_video
-from training.objective import BackboneVAEObjective, PyraTokObjective
-from training.train import build_objective, train
 
 
 @pytest.fixture(autouse=True)

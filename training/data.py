@@ -1,6 +1,6 @@
 """Streaming captioned video clips for training, with aspect buckets and exact resume.
 
-Sources: WebDataset shards (`data_files`, e.g. the output of `pyratok.training.make_shards`), read by `pyratok.training.tar_shards`
+Sources: WebDataset shards (`data_files`, e.g. the output of `make_shards`), read by `pyratok.training.tar_shards`
 into a `datasets` streaming dataset, or a Hub dataset (`dataset_name`) read by `datasets` with `streaming=True`.
 Shard columns are named after the member extensions (`mp4`, `json`, `txt`, raw bytes) plus `__key__` (the sample key)
 and `__url__` (the shard path). A Hub dataset's video column is cast to `datasets.Video(decode=False)`; videos are
@@ -141,7 +141,7 @@ class VideoDataConfig:
 
 
 def load_video_dataset(config: VideoDataConfig) -> datasets.IterableDataset:
-    """The raw streaming dataset: shards as `pyratok.training.tar_shards` reads them, or a Hub dataset with its video column
+    """The raw streaming dataset: shards as `tar_shards` reads them, or a Hub dataset with its video column
     cast to `Video(decode=False)` where it is a Video feature."""
     if config.data_files is not None:
         files = resolve_data_files(config.data_files)
@@ -244,7 +244,7 @@ class VideoClipStream(Iterator[dict]):
             return None
         except Exception as err:
             # A Hub dataset's loader decodes some columns itself; an error there ends its iterator, so the sample
-            # cannot be skipped: say where it happened. (Shards read by `pyratok.training.tar_shards` never raise here.)
+            # cannot be skipped: say where it happened. (Shards read by `tar_shards` never raise here.)
             raise RuntimeError(
                 f"reading the dataset failed at example {self._pulled} of epoch {self.epoch} (rank {self.rank}): "
                 f"{type(err).__name__}: {err}"

@@ -103,7 +103,8 @@ def train_stage(name: str, recipe: str, out: Path, budget_s: float, steps: int |
 
 
 def evaluate(model: Path, data: Path, report: Path, device: str, max_clips: int | None) -> dict:
-    cmd = [sys.executable, "-m", "pyratok.evaluation.cli", "reconstruction", "--model", str(model), "--data", str(data),
+    cmd = [sys.executable, "-m", "pyratok.evaluation.cli", "reconstruction", "--model", str(model),
+           "--data", str(data),
            "--lpips-net", "none", "--device", device, "--out", str(report)]
     if max_clips is not None:
         cmd += ["--max-clips", str(max_clips)]
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
         extra = ["--data.batch_size", "2", "--data.shuffle_buffer", "4"]
     if not (data / "train").is_dir() or not (data / "test" / "annotations_vis.json").is_file():
         shards = (["--train", "16", "--val", "0", "--test", "4"] if args.smoke else [])
-        _run([sys.executable, "-m", "pyratok.training.make_shards", "--out", str(data), *shards], out / "make_shards.log")
+        make = [sys.executable, "-m", "pyratok.training.make_shards", "--out", str(data), *shards]
+        _run(make, out / "make_shards.log")
     extra += ["--data.data_files", f"[{data}/train/*.tar]"]
 
     budget = args.budget_minutes * 60
