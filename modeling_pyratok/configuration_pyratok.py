@@ -526,6 +526,7 @@ class PyraTokConfig(PretrainedConfig):
 # Annotation names → the JSON value types a field accepts (a float field takes an int; bool is never a number).
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "float": (int, float), "str": (str,), "list": (list, tuple), "dict": (dict,), "None": (type(None),),
+    "bool": (bool,),
 }
 # Counts and widths that must be >= 1 (0 would build empty layers or crash far from the config).
 _POSITIVE_FIELDS = (

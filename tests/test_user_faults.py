@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from training.video_io import VideoDecodeError, encode_video, write_video
 from transformers.testing_utils import CaptureLogger
 
-from evaluation import cli as eval_cli
 from modeling_pyratok import AutoencoderPyraTok, PyraTokConfig, PyraTokModel, checkpoint_pyratok
 from modeling_pyratok.convert_official import main as convert_main
+from pyratok import cli
+from pyratok.evaluation import cli as eval_cli
+from pyratok.video_io import VideoDecodeError, encode_video, write_video
 from tests.conftest import make_video
 from tests.test_official_checkpoint import BACKBONE, official_state_dict, write_official_folder
-from training import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A quantizer weight of the tiny preset and a backbone one: both faces must name whichever is bad.
