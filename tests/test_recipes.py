@@ -150,10 +150,12 @@ def test_configs_hold_the_paper_stages_and_the_default_chain_and_experiments_res
     stages = {"stage1.yaml", "stage2.yaml", "stage3.yaml"}
     default_chain = {"tiny-cpu.yaml"} | {f"tiny-cpu-backbone-{p}.yaml" for p in (
         "32px", "64px", "colour-32px", "colour-64px", "refine-32px", "refine-64px", "long-32px")}
-    assert {p.name for p in CONFIGS.glob("*.yaml")} == stages | default_chain
-    for name in stages | default_chain:  # every base: of a kept recipe is a kept recipe
+    gpu_default = {"gpu-backbone-z16.yaml", "gpu-pyratok-z16.yaml"}  # `python -m pyratok.training.gpu_default`
+    kept = stages | default_chain | gpu_default
+    assert {p.name for p in CONFIGS.glob("*.yaml")} == kept
+    for name in kept:  # every base: of a kept recipe is a kept recipe
         base = yaml.safe_load((CONFIGS / name).read_text()).get("base")
-        assert base is None or base in stages | default_chain, (name, base)
+        assert base is None or base in kept, (name, base)
     experiments = CONFIGS / "experiments"
     assert {p.name for p in experiments.glob("*.yaml")} == {
         "tiny-cpu-backbone.yaml", "tiny-cpu-backbone-fan-in.yaml", "tiny-cpu-backbone-polish-32px.yaml",
