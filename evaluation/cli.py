@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from pyratok.data_sources import unwritable_reason
+
 PROG = "pyratok-eval"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "model_cards" / "pyratok-small-procedural"
@@ -120,13 +122,9 @@ def check_report_path(path: str) -> Path:
     out = Path(path).expanduser()
     if out.is_dir():
         raise EvalError(f"--out {out} is a folder; give a file name for the report")
-    ancestor = out.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise EvalError(f"cannot write the report {out}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK):
-        raise EvalError(f"cannot write the report {out}: {ancestor} is not writable")
+    reason = unwritable_reason(out.parent)
+    if reason is not None:
+        raise EvalError(f"cannot write the report {out}: {reason}")
     return out
 
 

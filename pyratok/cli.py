@@ -34,6 +34,7 @@ from transformers.utils import logging as hf_logging
 from modeling_pyratok import PyraTokConfig, PyraTokModel, PyraTokTokens
 
 from . import model_cards
+from .data_sources import unwritable_reason
 from .quality import code_usage, lpips_or_reason, psnr, ssim
 from .video_io import (
     VideoDecodeError,
@@ -234,13 +235,9 @@ def check_output(out: str | os.PathLike, inputs: dict[str, str], folder: bool = 
         raise CliError(f"--out {out} is a folder; give a file name")
     if out.exists() and not out.is_dir() and folder:
         raise CliError(f"--out {out} is a file; give a folder")
-    ancestor = out if folder and out.is_dir() else out.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise CliError(f"cannot write {out}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK):
-        raise CliError(f"cannot write {out}: {ancestor} is not writable")
+    reason = unwritable_reason(out if folder and out.is_dir() else out.parent)
+    if reason is not None:
+        raise CliError(f"cannot write {out}: {reason}")
     return out
 
 

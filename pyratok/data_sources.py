@@ -2,7 +2,7 @@
 
 A source is a folder (its `*.tar` shards), one shard file, or a glob pattern; training also passes remote URLs
 (`hf://...`, `https://...`) through to `datasets` unchanged. Local results are sorted, so the shard order never
-depends on the file system.
+depends on the file system. `unwritable_reason` checks, before any work, where a CLI will write its output.
 """
 
 from __future__ import annotations
@@ -76,4 +76,17 @@ def data_folder(source: str | os.PathLike) -> Path:
     return Path(resolve_data_files(source, allow_remote=False)[0]).parent
 
 
-__all__ = ["data_folder", "is_remote", "resolve_data_files"]
+def unwritable_reason(start: Path) -> str | None:
+    """Why nothing can be created at `start` (a path that may not exist yet), or None: its nearest existing ancestor
+    is a file, or a folder this process cannot write."""
+    ancestor = start
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK):
+        return f"{ancestor} is not writable"
+    return None
+
+
+__all__ = ["data_folder", "is_remote", "resolve_data_files", "unwritable_reason"]
