@@ -735,6 +735,10 @@ def build_parser() -> argparse.ArgumentParser:
         detok, f"PyraTok checkpoint folder or Hub id (default: the model recorded in TOKENS, else {DEFAULT_MODEL})"
     )
     detok.set_defaults(handler=cmd_detokenize)
+
+    from .generate_cli import add_generate_parser  # imports the pipeline only when a command needs it
+
+    add_generate_parser(commands)
     return parser
 
 

@@ -376,65 +376,14 @@ def _train(config: TrainConfig, started: float) -> dict:
         desc=config.task,
         disable=not (config.progress_bar and accelerator.is_local_main_process),
     )
-    window: list[dict[str, float]] = []
-    last_logs: dict[str, float] = {}
-    nonfinite = 0
-    samples = 0
-    window_start = time.time()
-    while step < config.max_train_steps:
-        objective.train()
-        for micro in range(config.gradient_accumulation_steps):
-            batch = next(stream)
-            # Per-step, per-process seed: masking and AR crops replay exactly after a resume.
-            generator = torch.Generator().manual_seed(
-                (config.seed * 1_000_003 + step * 7919 + micro * 31 + accelerator.process_index) % 2**63
-            )
-            with accelerator.accumulate(objective):
-                with accelerator.autocast():
-                    out = objective(batch["pixel_values"].to(accelerator.device), batch["captions"], generator)
-                if not torch.isfinite(out.loss):
-                    nonfinite += 1
-                    if nonfinite >= MAX_CONSECUTIVE_NONFINITE:
-                        raise FloatingPointError(
-                            f"loss was non-finite for {nonfinite} micro-batches in a row at step {step} "
-                            f"(last keys {batch['keys']}, terms {out.logs}); lower learning_rate or check the data"
-                        )
-                    logger.warning(f"non-finite loss at step {step} (keys {batch['keys']}): batch skipped")
-                    optimizer.zero_grad()
-                    continue
-                nonfinite = 0
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            window.append(out.logs)
-            samples += batch["pixel_values"].shape[0]
-        step += 1
-        progress.update(1)
-        if step % config.logging_steps == 0 or step == config.max_train_steps:
-            last_logs = mean_logs(window)
-            elapsed = time.time() - window_start
-            record = {
-                "step": step,
-                # learning_rate as scheduled (with lr_scaling=fan_in: the biases' rate; weights scale alike)
-                "lr": config.learning_rate * lr_scheduler.get_last_lr()[0] / first_group_rate,
-                **last_logs,
-                **{f"data/{k}": v for k, v in stream.stats.items()},
-                "samples_per_s": samples / max(elapsed, 1e-9),
-                "elapsed_s": time.time() - started,
-            }
-            log.write(record)
-            accelerator.log(record, step=step)
-            progress.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}")
-            window, samples, window_start = [], 0, time.time()
-        if config.validation_steps and config.validation_data and step % config.validation_steps == 0:
-            metrics = validate(accelerator, config, objective)
-            log.write({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
-            accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
-        if step % config.checkpointing_steps == 0 or step == config.max_train_steps:
-            save_checkpoint(accelerator, config, step, stream)
+    step, last_logs = run_steps(
+        accelerator, config, objective, optimizer, lr_scheduler, params, stream, step, started, log, progress,
+        forward=lambda batch, generator: objective(
+            batch["pixel_values"].to(accelerator.device), batch["captions"], generator
+        ),
+        validate_fn=lambda: validate(accelerator, config, objective),
+        lr_reference=first_group_rate,
+    )
     progress.close()
 
     summary = {
@@ -461,6 +410,97 @@ def _train(config: TrainConfig, started: float) -> dict:
             json.dump(summary, f, indent=2)
     accelerator.end_training()
     return summary
+
+
+def run_steps(
+    accelerator: Accelerator,
+    config,
+    objective: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler,
+    params: list[torch.nn.Parameter],
+    stream,
+    step: int,
+    started: float,
+    log: JsonlLog,
+    progress: tqdm,
+    forward,
+    validate_fn=None,
+    lr_reference: float | None = None,
+) -> tuple[int, dict[str, float]]:
+    """The optimisation loop shared by `train.py` and `train_prior.py`: from `step` to `config.max_train_steps`.
+
+    Each micro-batch is `next(stream)`; `forward(batch, generator)` returns an output with `.loss` and `.logs` (a
+    dict of floats). The generator is seeded per step, micro-step and process, so masking and crops replay exactly
+    after a resume. Non-finite losses skip the batch (three in a row raise). Logs every `logging_steps` to
+    `logs.jsonl` and the trackers, validates every `validation_steps` when `config.validation_data` is set, and
+    checkpoints every `checkpointing_steps` and at the end. `config` needs the fields both trainers share.
+
+    Returns:
+        `(step, last_logged)`: the final step and the last logged window's mean terms.
+    """
+    lr_reference = config.learning_rate if lr_reference is None else lr_reference
+    window: list[dict[str, float]] = []
+    last_logs: dict[str, float] = {}
+    nonfinite = 0
+    samples = 0
+    window_start = time.time()
+    while step < config.max_train_steps:
+        objective.train()
+        for micro in range(config.gradient_accumulation_steps):
+            batch = next(stream)
+            # Per-step, per-process seed: masking and AR crops replay exactly after a resume.
+            generator = torch.Generator().manual_seed(
+                (config.seed * 1_000_003 + step * 7919 + micro * 31 + accelerator.process_index) % 2**63
+            )
+            with accelerator.accumulate(objective):
+                with accelerator.autocast():
+                    out = forward(batch, generator)
+                if not torch.isfinite(out.loss):
+                    nonfinite += 1
+                    if nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+                        raise FloatingPointError(
+                            f"loss was non-finite for {nonfinite} micro-batches in a row at step {step} "
+                            f"(last keys {batch['keys']}, terms {out.logs}); lower learning_rate or check the data"
+                        )
+                    logger.warning(f"non-finite loss at step {step} (keys {batch['keys']}): batch skipped")
+                    optimizer.zero_grad()
+                    continue
+                nonfinite = 0
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            window.append(out.logs)
+            samples += len(batch["keys"])
+        step += 1
+        progress.update(1)
+        if step % config.logging_steps == 0 or step == config.max_train_steps:
+            last_logs = mean_logs(window)
+            elapsed = time.time() - window_start
+            record = {
+                "step": step,
+                # learning_rate as scheduled (with lr_scaling=fan_in: the biases' rate; weights scale alike)
+                "lr": config.learning_rate * lr_scheduler.get_last_lr()[0] / lr_reference,
+                **last_logs,
+                **{f"data/{k}": v for k, v in stream.stats.items()},
+                "samples_per_s": samples / max(elapsed, 1e-9),
+                "elapsed_s": time.time() - started,
+            }
+            log.write(record)
+            accelerator.log(record, step=step)
+            progress.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}")
+            window, samples, window_start = [], 0, time.time()
+        if validate_fn is not None and config.validation_steps and config.validation_data:
+            if step % config.validation_steps == 0:
+                metrics = validate_fn()
+                log.write({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
+                accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
+        if step % config.checkpointing_steps == 0 or step == config.max_train_steps:
+            save_checkpoint(accelerator, config, step, stream)
+    return step, last_logs
 
 
 @torch.no_grad()
