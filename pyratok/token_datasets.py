@@ -264,9 +264,13 @@ def _parts(data_dir: Path, split: str = "train") -> list[Path]:
 
 
 def _write_part(path: Path, rows: list[dict]) -> None:
-    """Write `rows` as one Parquet file: to `path.tmp` (flushed to disk), then renamed over `path`, so a reader or a
-    resumed run only ever sees complete parts."""
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    """Write `rows` as one Parquet part (see `_write_table`)."""
+    _write_table(path, pa.Table.from_pylist(rows, schema=SCHEMA))
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    """Write `table` to `path.tmp` (flushed to disk), then rename it over `path`, so a reader or a resumed run only
+    ever sees complete parts."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         pq.write_table(table, f)
@@ -293,6 +297,27 @@ def _written(parts: list[Path], layout_json: str, fingerprint: str) -> set[str]:
                 )
         keys.update(table["key"].to_pylist())
     return keys
+
+
+def _drop_duplicates_across_ranks(parts: list[Path]) -> int:
+    """Keep one row per key over all parts (the first in (rank, part) order) and return how many were dropped.
+
+    Each process drops repeated keys of its own stream as it reads; a key that the source holds twice can still reach
+    two processes. Parts with such rows are rewritten atomically without them (an emptied part is deleted)."""
+    seen: set[str] = set()
+    dropped = 0
+    for path in parts:
+        keys = pq.read_table(path, columns=["key"])["key"].to_pylist()
+        keep = [key not in seen for key in keys]
+        seen.update(keys)
+        if all(keep):
+            continue
+        dropped += keep.count(False)
+        if any(keep):
+            _write_table(path, pq.read_table(path).filter(pa.array(keep)))
+        else:
+            path.unlink()
+    return dropped
 
 
 def _card(summary: dict) -> str:
@@ -478,6 +503,10 @@ def tokenize_dataset(
         stats_files = [out / f".stats-r{r}.json" for r in range(world)]
         gathered = [json.loads(path.read_text(encoding="utf-8")) for path in stats_files]
         totals = {name: sum(s[name] for s in gathered) for name in local}
+        if world > 1:
+            dropped = _drop_duplicates_across_ranks(_parts(data_dir))
+            totals["skipped_duplicate_key"] += dropped
+            totals["written"] -= dropped
         parts = _parts(data_dir)
         summary = {
             "format": FORMAT,
