@@ -3,6 +3,7 @@
     pyratok reconstruct clip.mp4 --prompt "a red square jumps" --out runs/clip
     pyratok tokenize clip.mp4 --out clip.safetensors
     pyratok detokenize clip.safetensors --out clip_hat.mp4
+    pyratok tokenize-dataset --data data/procedural/train --out runs/tokens --order frame_major
 
 Encoding and decoding stream in the backbone's causal chunks (`PyraTokModel.iter_tokenize` / `iter_detokenize`), so
 activation memory does not grow with the clip length; only the uint8 frames and the token ids are held whole.
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
 from modeling_pyratok import PyraTokConfig, PyraTokModel, PyraTokTokens
+from modeling_pyratok.tokens_pyratok import ORDERS
 
 from . import model_cards
 from .data_sources import unwritable_reason
@@ -615,9 +617,56 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenize_dataset(args: argparse.Namespace) -> int:
+    # Imported here: token_datasets imports this module (model_fingerprint), and `pyratok --help` stays fast.
+    from .token_datasets import tokenize_dataset
+
+    device = resolve_device(args.device)
+    local = {f"data {src}": src for src in args.data if not src.startswith(("hf://", "http://", "https://"))}
+    out = check_output(args.out, local, folder=True)
+    state = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by `accelerate launch` / torchrun
+        from accelerate import PartialState
+
+        state = PartialState()
+        if device.type == state.device.type and device.index is None:
+            device = state.device  # one device per process
+    model, model_id = load_model(args.model, device)
+    name = args.tokenizer_name or (Path(model_id).name if Path(model_id).is_dir() else model_id)
+    height, width = args.size
+    summary = tokenize_dataset(
+        args.data if len(args.data) > 1 else args.data[0], out, model, name, order=args.order,
+        num_frames=args.frames, height=height, width=width, batch_size=args.batch_size,
+        video_column=args.video_column, caption_column=args.caption_column, caption_key=args.caption_key,
+        dataset_config_name=args.dataset_config, dataset_split=args.split, max_clips=args.max_clips,
+        rows_per_part=args.rows_per_part, upscale=args.upscale, resume=not args.no_resume, accelerator=state,
+        progress=not args.no_progress,
+    )
+    if state is None or state.is_main_process:
+        skipped = {k.removeprefix("skipped_"): v for k, v in summary["skipped"].items() if v}
+        print(
+            f"wrote {out}: {summary['num_rows']} clips of {summary['seq_len']} ids ({summary['written']} new, "
+            f"{summary['already_written']} already there), skipped {summary['skipped_total']} {skipped or ''}, "
+            f"{summary['seconds']:.1f} s"
+        )
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Argument parsing
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def _clip_size(text: str) -> tuple[int, int]:
+    """`--size 64` (square) or `--size 48x64` (H x W)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected a size N or HxW of positive integers, got {text!r}")
+    return (values[0], values[-1])
 
 
 def _positive_int(text: str) -> int:
@@ -649,9 +698,11 @@ def _prompt(text: str) -> str:
     return text
 
 
-def _add_model_options(parser: argparse.ArgumentParser, model_help: str) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, model_help: str, streaming: bool = True) -> None:
     parser.add_argument("--model", metavar="PATH_OR_HUB_ID", default=None, help=model_help)
     parser.add_argument("--device", default="cpu", help="torch device to run on (default: %(default)s)")
+    if not streaming:
+        return
     parser.add_argument(
         "--chunk-latent-frames",
         type=_positive_int,
@@ -735,6 +786,48 @@ def build_parser() -> argparse.ArgumentParser:
         detok, f"PyraTok checkpoint folder or Hub id (default: the model recorded in TOKENS, else {DEFAULT_MODEL})"
     )
     detok.set_defaults(handler=cmd_detokenize)
+
+    tds = commands.add_parser(
+        "tokenize-dataset",
+        help="tokenise a captioned video dataset into a Parquet dataset of id sequences",
+        description="Stream a video dataset with the training reader (WebDataset shards with .json or .txt "
+        "captions, or a Hub dataset id with its column names), tokenise each clip (the first FRAMES frames, "
+        "centre-cropped to SIZE) with its caption as the prompt, and write OUT/data/train-r{rank}-{part}.parquet "
+        "(key, caption, input_ids, layout, tokenizer_name, tokenizer_fingerprint), OUT/pyratok_tokens.json (counts, "
+        "skipped clips by reason) and a dataset card. Loads with datasets.load_dataset('parquet', ...). A killed run "
+        "resumes where it stopped; `accelerate launch` splits the clips over processes.",
+    )
+    tds.add_argument("--data", required=True, nargs="+", metavar="SRC",
+                     help="shards (.tar files, folders of them, globs) or one Hub dataset id / dataset folder")
+    tds.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    tds.add_argument("--order", choices=ORDERS, default="frame_major", help="sequence order (default: %(default)s)")
+    tds.add_argument("--frames", type=_positive_int, default=17, metavar="T",
+                     help="frames per clip, 4k+1 (default: %(default)s)")
+    tds.add_argument("--size", type=_clip_size, default=(64, 64), metavar="N|HxW",
+                     help="clip size, multiples of the model's spatial multiple (default: 64)")
+    tds.add_argument("--batch-size", type=_positive_int, default=8, metavar="B",
+                     help="clips encoded at once per process (default: %(default)s)")
+    tds.add_argument("--video-column", default=None, metavar="NAME",
+                     help="video member / column (default: found: mp4, webm, ... or the Video feature)")
+    tds.add_argument("--caption-column", default=None, metavar="NAME",
+                     help="caption member / column (default: found: json, txt, caption, text, prompt)")
+    tds.add_argument("--caption-key", default="caption", metavar="KEY",
+                     help="caption key inside a JSON caption (default: %(default)s)")
+    tds.add_argument("--dataset-config", default=None, metavar="NAME", help="Hub dataset configuration name")
+    tds.add_argument("--split", default="train", help="Hub dataset split to read (default: %(default)s)")
+    tds.add_argument("--max-clips", type=_positive_int, default=None, metavar="N",
+                     help="stop when the dataset holds N clips")
+    tds.add_argument("--rows-per-part", type=_positive_int, default=1024, metavar="N",
+                     help="rows per Parquet part (default: %(default)s)")
+    tds.add_argument("--upscale", action="store_true",
+                     help="tokenise videos smaller than SIZE (upscaled) instead of skipping them")
+    tds.add_argument("--tokenizer-name", default=None, metavar="NAME",
+                     help="name recorded in the rows (default: the Hub id or the model folder's name)")
+    tds.add_argument("--no-resume", action="store_true",
+                     help="delete the parts already in DIR and start over (default: continue after them)")
+    tds.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_model_options(tds, f"PyraTok checkpoint folder or Hub id ({default_model})", streaming=False)
+    tds.set_defaults(handler=cmd_tokenize_dataset)
 
     from .generate_cli import add_generate_parser  # imports the pipeline only when a command needs it
 
