@@ -15,8 +15,10 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel  # noqa: F401 - PreTrainedModel: see below
 
+# PreTrainedModel is imported for diffusers' pipeline loader, which finds a component's load method by looking its
+# base class up in the component's own module.
 from .configuration_prior import PyraTokARPriorConfig
 from .prior_layers import (
     PyraTokKVCache,
