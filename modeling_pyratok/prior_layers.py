@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import HfApi, ModelCard, ModelCardData
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
@@ -643,8 +644,9 @@ class PyraTokPriorPreTrainedModel(PreTrainedModel):
     def _card_extra(self) -> str:
         return ""
 
-    def model_card(self) -> ModelCard:
-        """A Hub model card describing this prior (written by `save_pretrained`)."""
+    def model_card(self, details: str | None = None) -> ModelCard:
+        """A Hub model card describing this prior (written by `save_pretrained`); `details` (markdown: training
+        command, wall time, metrics) is appended as a "Training and evaluation" section."""
         c, layout = self.config, self._layout
         data = ModelCardData(
             library_name="transformers", license="apache-2.0", tags=["pyratok", "text-to-video", f"{self._kind}-prior"]
@@ -673,6 +675,8 @@ class PyraTokPriorPreTrainedModel(PreTrainedModel):
             params=sum(p.numel() for p in self.parameters()),
             extra=self._card_extra(),
         )
+        if details:
+            body += f"\n## Training and evaluation\n\n{details.strip()}\n"
         return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
@@ -681,6 +685,15 @@ class PyraTokPriorPreTrainedModel(PreTrainedModel):
         card = os.path.join(save_directory, "README.md")
         if not os.path.exists(card):
             self.model_card().save(card)
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None, **kwargs):
+        """Upload config, safetensors weights, remote code and the model card to the Hub repo `repo_id`."""
+        api = HfApi(token=kwargs.pop("token", None))
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, **kwargs)
+            message = commit_message or f"Upload PyraTok {self._kind} prior"
+            return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message)
 
 
 def _fingerprint(tokenizer: Any) -> str | None:

@@ -4,8 +4,12 @@ Layout: two levels `(2, 4, 4)` + `(2, 2, 2)` (strides 1, 2), 6-bit ids, factoris
 20 per latent frame. Every expected value is computed independently (by hand, brute force or a second path).
 """
 
+import json
 import math
 import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
@@ -13,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from modeling_pyratok import (
+    AutoencoderPyraTok,
     PyraTokARPrior,
     PyraTokARPriorConfig,
     PyraTokConfig,
@@ -175,6 +180,15 @@ def test_masked_generation_fills_every_position_and_keeps_the_prefix():
     assert out.shape == (2, N) and int(out.min()) >= 0 and int(out.max()) < 64
     assert torch.equal(out[:, :20], prefix)
     assert steps == [(s, 5) for s in range(1, 6)]
+
+
+def test_masked_generation_edge_steps():
+    prior = make_prior("masked")
+    for steps in (1, 3 * N):  # one step keeps every sample; more steps than ids still fills everything
+        out = prior.generate(batch_size=2, num_inference_steps=steps, generator=torch.Generator().manual_seed(0))
+        assert out.shape == (2, N) and 0 <= int(out.min()) and int(out.max()) < 64
+    full = random_ids(1)
+    assert torch.equal(prior.generate(prefix_ids=full, num_inference_steps=2), full)
 
 
 def test_masked_decoding_schedule_follows_maskgit():
@@ -407,9 +421,16 @@ def test_save_load_round_trip(tmp_path, kind):
 
     prior = make_prior(kind, spectral_mixing=True) if kind == "masked" else make_prior(kind)
     prior.save_pretrained(tmp_path)
-    assert os.path.exists(tmp_path / "model.safetensors")
+    module = "prior_masked" if kind == "masked" else "prior_ar"
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": f"configuration_prior.{type(prior.config).__name__}",
+        "AutoModel": f"{module}.{type(prior).__name__}",
+    }
+    remote_code = {"configuration_prior.py", "prior_layers.py", f"{module}.py", "tokens_pyratok.py"}
+    assert remote_code | {"model.safetensors", "README.md"} <= set(os.listdir(tmp_path))
     card = (tmp_path / "README.md").read_text()
     assert f"{N} ids per clip" in card and "2^6 = 64" in card
+    assert "pyratok-train-prior --config" in str(prior.model_card(details="`pyratok-train-prior --config x.yaml`"))
     ids, text = random_ids(2), random_text(2)
     expected = prior(ids, text)
     for loaded in (
@@ -420,6 +441,42 @@ def test_save_load_round_trip(tmp_path, kind):
         assert type(loaded) is type(prior)
         got = loaded.eval()(ids, text)
         assert torch.equal(got.logits_pre, expected.logits_pre) and torch.equal(got.logits_post, expected.logits_post)
+
+
+@pytest.mark.slow
+def test_remote_code_folder_loads_with_automodel(tmp_path):
+    """`AutoModel.from_pretrained(folder, trust_remote_code=True)` in a fresh process that never imports us
+    (slow: a fresh interpreter imports transformers; the folder's contents are checked in the round-trip test)."""
+    ids, text = random_ids(1), random_text(1)
+    expected = {}
+    for kind in ("masked", "ar"):
+        prior = make_prior(kind)
+        prior.save_pretrained(tmp_path / kind)
+        config = json.loads((tmp_path / kind / "config.json").read_text())
+        module = "prior_masked" if kind == "masked" else "prior_ar"
+        assert config["auto_map"]["AutoModel"] == f"{module}.{type(prior).__name__}"
+        expected[kind] = prior(ids, text).logits_pre
+    torch.save({"ids": ids, "text": text, **expected}, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        from transformers import AutoModel
+        torch.set_num_threads(1)
+        ref = torch.load({str(tmp_path / "expected.pt")!r})
+        for kind in ("masked", "ar"):
+            model = AutoModel.from_pretrained({str(tmp_path)!r} + "/" + kind, trust_remote_code=True)
+            assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+            assert torch.allclose(model(ref["ids"], ref["text"]).logits_pre, ref[kind], atol=1e-6), kind
+        assert "modeling_pyratok" not in sys.modules
+        print("OK")
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("OK")
 
 
 def test_prior_from_pretrained_refuses_a_tokenizer_folder(tmp_path):
@@ -451,7 +508,7 @@ def test_check_tokenizer_and_layout_name_what_differs():
         prior.check_layout(tokenizer.token_layout(5, 16, 16, order="planes"))
 
 
-def test_check_tokenizer_fingerprint():
+def test_check_tokenizer_fingerprint(tmp_path):
     from pyratok.cli import model_fingerprint
 
     tokenizer = PyraTokModel(PyraTokConfig.from_preset("tiny"))
@@ -464,6 +521,13 @@ def test_check_tokenizer_fingerprint():
     prior.config.tokenizer_fingerprint = model_fingerprint(tokenizer)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        prior.check_tokenizer(tokenizer, strict_fingerprint=True)
+    # The same weights as a diffusers AutoencoderPyraTok have the same fingerprint; other weights do not.
+    tokenizer.save_pretrained(tmp_path)
+    prior.check_tokenizer(AutoencoderPyraTok.from_pretrained(tmp_path), strict_fingerprint=True)
+    with torch.no_grad():
+        next(tokenizer.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="fingerprint .* differs"):
         prior.check_tokenizer(tokenizer, strict_fingerprint=True)
 
 
