@@ -151,7 +151,7 @@ def test_saved_prior_records_its_tokenizer_and_its_card_the_run(token_root, stra
     assert prior.config.tokenizer_fingerprint == model_fingerprint(tokenizer)
     assert prior.config.layout == tokenizer.token_layout(5, 64, 64)
     card = (final / "README.md").read_text()
-    assert "## Training" in card and "6 steps" in card and "6 token sequences" in card
+    assert card.count("## Training and evaluation") == 1 and "6 steps" in card and "6 token sequences" in card
     # The reported validation loss is the final prior's loss on the validation rows, recomputed here.
     from modeling_pyratok.text_encoder_pyratok import PyraTokTextEncoder
 

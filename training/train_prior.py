@@ -254,7 +254,7 @@ def _train_prior(config: PriorTrainConfig, started: float) -> dict:
     if accelerator.is_main_process:
         prior = accelerator.unwrap_model(objective).prior
         prior.save_pretrained(final)
-        write_prior_training_card(final / "README.md", config, summary)
+        prior.model_card(details=prior_training_details(config, summary)).save(final / "README.md")
         summary["final"] = str(final)
         with open(Path(config.output_dir) / "summary.json", "w") as f:
             json.dump(summary, f, indent=2)
@@ -262,13 +262,10 @@ def _train_prior(config: PriorTrainConfig, started: float) -> dict:
     return summary
 
 
-def write_prior_training_card(path: Path, config: PriorTrainConfig, summary: dict) -> None:
-    """Append how this prior was trained (recipe, steps, wall time, losses) to the card `save_pretrained` wrote."""
+def prior_training_details(config: PriorTrainConfig, summary: dict) -> str:
+    """Markdown for the card's "Training and evaluation" section: recipe, steps, wall time, losses."""
     losses = {k: round(v, 4) for k, v in summary.get("last_logged", {}).items()}
     lines = [
-        "",
-        "## Training",
-        "",
         f"- Trained by `training/train_prior.py` ({summary['num_processes']} process(es)): {summary['steps']} steps, "
         f"{summary['wall_time_s'] / 60:.1f} min wall, on {summary['train_rows']} token sequences of "
         f"{summary['seq_len']} tokens (`{config.train_data}`).",
@@ -277,9 +274,8 @@ def write_prior_training_card(path: Path, config: PriorTrainConfig, summary: dic
     if "validation" in summary:
         lines.append(f"- Validation loss (`{config.validation_data}`): {summary['validation'].get('loss'):.4f}.")
     recipe = yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip()
-    lines += ["", "Resolved recipe:", "", "```yaml", recipe, "```", ""]
-    existing = path.read_text() if path.is_file() else ""
-    path.write_text(existing.rstrip() + "\n" + "\n".join(lines))
+    lines += ["", "Resolved recipe:", "", "```yaml", recipe, "```"]
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> PriorTrainConfig:
