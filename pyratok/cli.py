@@ -640,7 +640,7 @@ def cmd_tokenize_dataset(args: argparse.Namespace) -> int:
         video_column=args.video_column, caption_column=args.caption_column, caption_key=args.caption_key,
         dataset_config_name=args.dataset_config, dataset_split=args.split, max_clips=args.max_clips,
         rows_per_part=args.rows_per_part, upscale=args.upscale, resume=not args.no_resume, accelerator=state,
-        progress=not args.no_progress,
+        progress=not args.no_progress, prompts=not args.no_prompt,
     )
     if state is None or state.is_main_process:
         skipped = {k.removeprefix("skipped_"): v for k, v in summary["skipped"].items() if v}
@@ -826,6 +826,9 @@ def build_parser() -> argparse.ArgumentParser:
     tds.add_argument("--no-resume", action="store_true",
                      help="delete the parts already in DIR and start over (default: continue after them)")
     tds.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    tds.add_argument("--no-prompt", action="store_true",
+                     help="encode without the captions as prompts (a tokenizer trained without text); the captions "
+                     "are still stored")
     _add_model_options(tds, f"PyraTok checkpoint folder or Hub id ({default_model})", streaming=False)
     tds.set_defaults(handler=cmd_tokenize_dataset)
 

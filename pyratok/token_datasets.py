@@ -381,6 +381,7 @@ def tokenize_dataset(
     resume: bool = True,
     accelerator: Any = None,
     progress: bool = True,
+    prompts: bool = True,
 ) -> dict:
     """Tokenise every captioned clip of `data` (captions as prompts) into a Parquet dataset under `out`.
 
@@ -400,6 +401,8 @@ def tokenize_dataset(
         accelerator: an `accelerate.Accelerator`; each process tokenises a disjoint share and writes its own parts,
             the main process writes the summary. None: one process.
         progress: show a progress bar (on the main process).
+        prompts: encode with the captions as prompts (False: without text, for a tokenizer trained without text
+            guidance; the captions are still stored for the prior).
 
     Returns:
         The summary written to `out/pyratok_tokens.json`: `num_rows` in the dataset, `written` by this run,
@@ -461,7 +464,8 @@ def tokenize_dataset(
 
     def encode(items: list[tuple[str, str, torch.Tensor]]) -> None:
         pixel_values = torch.stack([clip for _, _, clip in items]).to(device)
-        seq, got = tokenizer.encode_to_sequence(pixel_values, text=[caption for _, caption, _ in items], order=order)
+        text = [caption for _, caption, _ in items] if prompts else None
+        seq, got = tokenizer.encode_to_sequence(pixel_values, text=text, order=order)
         if got != layout:
             raise RuntimeError(f"the tokenizer returned layout {got.to_dict()}, expected {layout.to_dict()}")
         for (key, caption, _), ids in zip(items, seq.to(torch.int32).cpu().tolist(), strict=True):
