@@ -209,11 +209,49 @@ def test_masked_decoding_schedule_follows_maskgit():
     )
     # Masked ids entering each step: N, then floor(N·cos(π/2·r)) for r = 1/4, 2/4, 3/4.
     expected = [N] + [math.floor(N * math.cos(math.pi / 2 * s / 4)) for s in (1, 2, 3)]
-    assert [int((ids[0] == prior.mask_token_id).sum()) for ids, _, _ in record] == expected
+    assert [int((ids[0] == prior.mask_token_id).sum()) for ids, *_ in record] == expected
     # Once unmasked, an id stays.
-    for (before, _, _), (after, _, _) in zip(record, record[1:]):
+    for (before, *_), (after, *_) in zip(record, record[1:]):
         known = before != prior.mask_token_id
         assert torch.equal(after[known], before[known])
+
+
+def test_masked_decoding_keeps_the_most_confident_samples():
+    # Without Gumbel noise (choice_temperature=0) the ids kept after a step are the sampled ids with the highest
+    # log p(pre) + log p(post); the re-masked ones have the lowest.
+    prior = make_prior("masked", seed=4)
+    record = []
+    prior._sample(
+        random_text(2),
+        None,
+        batch_size=None,
+        guidance_scale=1.0,
+        temperature=1.0,
+        prefix_ids=None,
+        callback=None,
+        generator=torch.Generator().manual_seed(0),
+        num_inference_steps=3,
+        choice_temperature=0.0,
+        record=record,
+    )
+    for (ids, pre, post, sampled), (after, *_) in zip(record, record[1:]):
+        conf = pre.log_softmax(-1).gather(-1, (sampled >> 3)[..., None])[..., 0]
+        conf = conf + post.log_softmax(-1).gather(-1, (sampled & 7)[..., None])[..., 0]
+        was_unknown = ids == prior.mask_token_id
+        kept = was_unknown & (after != prior.mask_token_id)
+        remasked = was_unknown & (after == prior.mask_token_id)
+        assert torch.equal(after[kept], sampled[kept]) and kept.any() and remasked.any()
+        for b in range(2):
+            assert float(conf[b][kept[b]].min()) >= float(conf[b][remasked[b]].max())
+
+
+def test_position_and_level_embeddings_follow_the_layout():
+    prior = make_prior("ar")
+    levels = LAYOUT.level_index()
+    assert levels.tolist() == ([1] * 4 + [0] * 16) * 2  # frame-major, coarse level first within a frame
+    expected = prior.pos_embed + prior.level_embed.weight[levels]
+    assert torch.equal(prior._position_embed(0, N, torch.device("cpu")), expected)
+    assert torch.equal(prior._position_embed(7, 9, torch.device("cpu")), expected[7:9])
 
 
 def test_masked_guidance_is_the_cfg_formula_and_scale_one_is_unguided():
@@ -229,7 +267,7 @@ def test_masked_guidance_is_the_cfg_formula_and_scale_one_is_unguided():
     }
     record = []
     prior._sample(text, None, guidance_scale=3.0, generator=torch.Generator().manual_seed(0), record=record, **kwargs)
-    for ids, pre, post in record:
+    for ids, pre, post, _ in record:
         cond, uncond = prior(ids, text), prior(ids)
         assert torch.allclose(pre, uncond.logits_pre + 3.0 * (cond.logits_pre - uncond.logits_pre), atol=1e-5)
         assert torch.allclose(post, uncond.logits_post + 3.0 * (cond.logits_post - uncond.logits_post), atol=1e-5)
@@ -250,11 +288,12 @@ def test_masked_guidance_is_the_cfg_formula_and_scale_one_is_unguided():
 def test_ar_loss_is_the_hand_computed_next_id_cross_entropy():
     prior = make_prior("ar", num_hidden_layers=1)
     ids, text = random_ids(2), random_text(2)
-    loss = prior.training_loss(ids, text).loss
+    loss = prior.training_loss(ids, text).loss.detach()
     total = 0.0
     for i in range(N):
         # Position i seen through a forward on ids[:, :i + 1] only: nothing after i can leak in.
-        out = prior(ids[:, : i + 1], text)
+        with torch.no_grad():
+            out = prior(ids[:, : i + 1], text)
         logp_pre = out.logits_pre[:, i].log_softmax(-1)
         logp_post = out.logits_post[:, i].log_softmax(-1)
         for b in range(2):
@@ -281,9 +320,10 @@ def test_ar_prior_reaches_the_brute_force_entropy_bound():
     bound = entropy / N
     assert bound == pytest.approx(math.log(4) / N)
     prior = make_prior("ar")
-    losses = train(prior, ids, None, steps=120)
+    losses = train(prior, ids, None, steps=80)
     assert min(losses[:30]) < losses[0] - 0.5
-    assert sum(losses[-5:]) / 5 < bound + 0.05
+    # Cross-entropy on the training set can approach but never beat the entropy of that set.
+    assert bound - 1e-3 < sum(losses[-5:]) / 5 < bound + 0.02
 
 
 def test_ar_kv_cache_equals_recomputation():
