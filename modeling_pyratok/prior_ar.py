@@ -197,6 +197,7 @@ class PyraTokARPrior(PyraTokPriorPreTrainedModel):
             use_cache=use_cache,
         )
 
+    @torch.no_grad()
     def _sample(
         self,
         text_embeds: torch.Tensor | None,

@@ -630,7 +630,7 @@ class PyraTokPriorPreTrainedModel(PreTrainedModel):
         recorded = self.config.tokenizer_fingerprint
         if recorded is None:
             return
-        found = _fingerprint(tokenizer)
+        found = tokenizer_fingerprint(tokenizer)
         if found is not None and found != recorded:
             message = (
                 f"tokenizer fingerprint {found} differs from the one this prior was trained on ({recorded}, "
@@ -696,7 +696,7 @@ class PyraTokPriorPreTrainedModel(PreTrainedModel):
             return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message)
 
 
-def _fingerprint(tokenizer: Any) -> str | None:
+def tokenizer_fingerprint(tokenizer: Any) -> str | None:
     """`pyratok.cli.model_fingerprint` of a `PyraTokModel` or `AutoencoderPyraTok` (same weights → same value);
     `None` with a warning where `pyratok` is not installed (remote code on the Hub)."""
     try:
@@ -751,4 +751,5 @@ __all__ = [
     "prior_from_pretrained",
     "sample_categorical",
     "split_ids",
+    "tokenizer_fingerprint",
 ]

@@ -208,6 +208,7 @@ class PyraTokMaskedPrior(PyraTokPriorPreTrainedModel):
             choice_temperature=choice_temperature,
         )
 
+    @torch.no_grad()
     def _sample(
         self,
         text_embeds: torch.Tensor | None,

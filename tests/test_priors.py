@@ -548,17 +548,21 @@ def test_check_tokenizer_and_layout_name_what_differs():
         prior.check_layout(tokenizer.token_layout(5, 16, 16, order="planes"))
 
 
-def test_check_tokenizer_fingerprint(tmp_path):
+def test_config_from_tokenizer_and_fingerprint_check(tmp_path):
     from pyratok.cli import model_fingerprint
 
     tokenizer = PyraTokModel(PyraTokConfig.from_preset("tiny"))
-    layout = tokenizer.token_layout(5, 16, 16)
-    prior = make_prior("masked", layout=layout, factorized_bits=(8, 8), tokenizer_fingerprint="0" * 16)
-    with pytest.warns(UserWarning, match="fingerprint"):
-        prior.check_tokenizer(tokenizer)
-    with pytest.raises(ValueError, match="fingerprint"):
-        prior.check_tokenizer(tokenizer, strict_fingerprint=True)
-    prior.config.tokenizer_fingerprint = model_fingerprint(tokenizer)
+    config = PyraTokMaskedPriorConfig.from_tokenizer(tokenizer, 5, 16, 16, tokenizer_name="tiny", hidden_size=32)
+    assert config.layout == tokenizer.token_layout(5, 16, 16)
+    assert config.tokenizer_fingerprint == model_fingerprint(tokenizer) and config.tokenizer_name == "tiny"
+    assert (config.text_embed_dim, config.max_text_length) == (
+        tokenizer.config.text_embed_dim,
+        tokenizer.config.text_max_length,
+    )
+    assert tuple(config.factorized_bits) == (8, 8) and config.hidden_size == 32
+    with pytest.raises(ValueError, match="frame_major"):
+        PyraTokARPriorConfig.from_tokenizer(tokenizer, 5, 16, 16, order="planes")
+    prior = PyraTokMaskedPrior(config)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prior.check_tokenizer(tokenizer, strict_fingerprint=True)
@@ -567,6 +571,8 @@ def test_check_tokenizer_fingerprint(tmp_path):
     prior.check_tokenizer(AutoencoderPyraTok.from_pretrained(tmp_path), strict_fingerprint=True)
     with torch.no_grad():
         next(tokenizer.parameters()).add_(1.0)
+    with pytest.warns(UserWarning, match="fingerprint .* differs"):
+        prior.check_tokenizer(tokenizer)
     with pytest.raises(ValueError, match="fingerprint .* differs"):
         prior.check_tokenizer(tokenizer, strict_fingerprint=True)
 
