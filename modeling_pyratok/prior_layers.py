@@ -247,11 +247,12 @@ class PyraTokSpectralMixing(nn.Module):
     """Token mixing by a learned global filter in the Fourier domain along the sequence.
 
     `y = irfft(rfft(x, dim=seq) · W, n=N)` with a learned complex `W` of shape `(N // 2 + 1, H)`: a circular
-    convolution over the whole sequence in `O(N log N)`. MotionAura's Spectral Transformer (Susladkar et al., 2025,
-    arXiv:2410.07659) mixes video tokens in the frequency domain; the filter form is GFNet's global filter layer
-    (Rao et al., NeurIPS 2021, https://github.com/raoyongming/GFNet `gfnet.py` `GlobalFilter`, MIT licence),
-    applied to the 1-D token sequence. Chosen over FNet's parameter-free `Re(FFT2(x))` (Lee-Thorp et al., 2022)
-    so the mixing can learn which sequence frequencies (e.g. the latent-frame period) matter.
+    convolution over the whole sequence in `O(N log N)`, one kernel per channel. MotionAura's spectral transformer
+    denoiser (Susladkar et al., ICLR 2025, arXiv:2410.07659) mixes video tokens with 2-D FFT layers; here the
+    pyramid sequence has no single 2-D grid, so the transform runs along the 1-D sequence, and the filter takes
+    GFNet's global-filter form (Rao et al., NeurIPS 2021, https://github.com/raoyongming/GFNet `gfnet.py`
+    `GlobalFilter`, MIT licence) rather than FNet's parameter-free `Re(FFT2(x))` (Lee-Thorp et al., NAACL 2022), so
+    the mixing can learn which sequence frequencies (such as the latent-frame period) matter.
     """
 
     def __init__(self, seq_len: int, hidden_size: int) -> None:
@@ -373,7 +374,7 @@ from modeling_pyratok import PyraTokModel, prior_from_pretrained
 prior = prior_from_pretrained("<this repo>")
 tokenizer = PyraTokModel.from_pretrained("{tokenizer}")
 prior.check_tokenizer(tokenizer)
-text_embeds, text_mask = ...  # (B, L, {text_dim}) from the tokenizer's text encoder
+text_embeds, text_mask = tokenizer.get_text_encoder()(["a red circle moves right"], device="cpu")  # (B, L, {text_dim})
 ids = prior.generate(text_embeds, text_mask, guidance_scale=3.0)  # (B, {seq_len})
 video = tokenizer.decode_from_sequence(ids, prior.config.layout)
 ```
