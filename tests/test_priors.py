@@ -289,11 +289,16 @@ def test_ar_loss_is_the_hand_computed_next_id_cross_entropy():
     prior = make_prior("ar", num_hidden_layers=1)
     ids, text = random_ids(2), random_text(2)
     loss = prior.training_loss(ids, text).loss.detach()
+    g = torch.Generator().manual_seed(3)
     total = 0.0
     for i in range(N):
-        # Position i seen through a forward on ids[:, :i + 1] only: nothing after i can leak in.
+        # What position i may see: ids before i, and the pre bits of id i for the post head. Scramble everything else
+        # (the post bits of id i and every later id); the logits at i must be those of the true sequence.
+        probe = ids.clone()
+        probe[:, i + 1 :] = torch.randint(0, 64, (2, N - i - 1), generator=g)
+        probe[:, i] = (ids[:, i] >> 3 << 3) | ((ids[:, i] + torch.randint(1, 8, (2,), generator=g)) & 7)
         with torch.no_grad():
-            out = prior(ids[:, : i + 1], text)
+            out = prior(probe, text)
         logp_pre = out.logits_pre[:, i].log_softmax(-1)
         logp_post = out.logits_post[:, i].log_softmax(-1)
         for b in range(2):
