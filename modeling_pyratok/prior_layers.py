@@ -38,7 +38,8 @@ class PyraTokPriorOutput(ModelOutput):
     """Output of a prior's `forward` / `training_loss`.
 
     Args:
-        loss (`torch.FloatTensor`, *optional*): scalar, nats per predicted id (`CE(pre) + CE(post)`).
+        loss (`torch.FloatTensor`, *optional*): scalar, nats per predicted id (`loss_pre + loss_post`).
+        loss_pre, loss_post (`torch.FloatTensor`, *optional*): the mean `CE(pre)` and `CE(post)` terms.
         logits_pre (`torch.FloatTensor`): `(B, N, 2**b1)` over `pre = id >> b2`.
         logits_post (`torch.FloatTensor`): `(B, N, 2**b2)` over `post = id & (2**b2 - 1)` (AR: given the true `pre`).
         mask (`torch.BoolTensor`, *optional*): `(B, N)`, masked prior's `training_loss` only: the positions that were
@@ -46,6 +47,8 @@ class PyraTokPriorOutput(ModelOutput):
     """
 
     loss: torch.Tensor | None = None
+    loss_pre: torch.Tensor | None = None
+    loss_post: torch.Tensor | None = None
     logits_pre: torch.Tensor | None = None
     logits_post: torch.Tensor | None = None
     mask: torch.Tensor | None = None
@@ -73,8 +76,9 @@ def factorized_cross_entropy(
     ids: torch.Tensor,
     factorized_bits: tuple[int, int],
     weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Mean of `CE(pre) + CE(post)` over the positions where `weight` is True (all when `None`).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of `CE(pre)` and of `CE(post)` over the positions where `weight` is True (all when `None`); their sum
+    is the loss in nats per id.
 
     Args:
         logits_pre (`torch.FloatTensor`): `(B, N, 2**b1)`.
@@ -83,15 +87,16 @@ def factorized_cross_entropy(
         weight (`torch.BoolTensor`, *optional*): `(B, N)` positions in the loss.
 
     Returns:
-        scalar `torch.FloatTensor`: nats per id.
+        `(loss_pre, loss_post)`: two scalar `torch.FloatTensor`s.
     """
     pre, post = split_ids(ids, factorized_bits)
-    ce = F.cross_entropy(logits_pre.float().flatten(0, 1), pre.flatten(), reduction="none")
-    ce = ce + F.cross_entropy(logits_post.float().flatten(0, 1), post.flatten(), reduction="none")
+    ce_pre = F.cross_entropy(logits_pre.float().flatten(0, 1), pre.flatten(), reduction="none")
+    ce_post = F.cross_entropy(logits_post.float().flatten(0, 1), post.flatten(), reduction="none")
     if weight is None:
-        return ce.mean()
-    weight = weight.flatten().to(ce.dtype)
-    return (ce * weight).sum() / weight.sum().clamp_min(1.0)
+        return ce_pre.mean(), ce_post.mean()
+    weight = weight.flatten().to(ce_pre.dtype)
+    count = weight.sum().clamp_min(1.0)
+    return (ce_pre * weight).sum() / count, (ce_post * weight).sum() / count
 
 
 def cosine_mask_ratio(t: torch.Tensor) -> torch.Tensor:

@@ -134,8 +134,10 @@ def test_masked_loss_counts_masked_positions_only():
     # Hand CE over the masked positions, with the inputs the model saw.
     pre, post = ids >> 3, ids & 7
     logp_pre, logp_post = out.logits_pre.log_softmax(-1), out.logits_post.log_softmax(-1)
-    ce = -(logp_pre.gather(-1, pre[..., None])[..., 0] + logp_post.gather(-1, post[..., None])[..., 0])
-    assert torch.allclose(out.loss, ce[out.mask].mean(), atol=1e-6)
+    ce_pre, ce_post = -logp_pre.gather(-1, pre[..., None])[..., 0], -logp_post.gather(-1, post[..., None])[..., 0]
+    assert torch.allclose(out.loss_pre, ce_pre[out.mask].mean(), atol=1e-6)
+    assert torch.allclose(out.loss_post, ce_post[out.mask].mean(), atol=1e-6)
+    assert torch.allclose(out.loss, (ce_pre + ce_post)[out.mask].mean(), atol=1e-6)
     # The masked inputs really were [MASK]: rerunning forward on them reproduces the logits.
     again = prior(ids.masked_fill(out.mask, prior.mask_token_id), text)
     assert torch.allclose(again.logits_pre, out.logits_pre, atol=1e-6)
@@ -144,12 +146,12 @@ def test_masked_loss_counts_masked_positions_only():
     masked = torch.nonzero(out.mask)[0].tolist()
     other = ids.clone()
     other[tuple(unmasked)] = (other[tuple(unmasked)] + 9) % 64
-    same = factorized_cross_entropy(out.logits_pre, out.logits_post, other, (3, 3), weight=out.mask)
+    same = sum(factorized_cross_entropy(out.logits_pre, out.logits_post, other, (3, 3), weight=out.mask))
     assert torch.equal(same, out.loss)
     other = ids.clone()
     other[tuple(masked)] = (other[tuple(masked)] + 9) % 64
     assert not torch.allclose(
-        factorized_cross_entropy(out.logits_pre, out.logits_post, other, (3, 3), out.mask), out.loss
+        sum(factorized_cross_entropy(out.logits_pre, out.logits_post, other, (3, 3), out.mask)), out.loss
     )
 
 
