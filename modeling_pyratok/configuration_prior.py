@@ -84,6 +84,43 @@ class PyraTokPriorConfigBase(PretrainedConfig):
                 f"{layout.codebook_dim}"
             )
 
+    @classmethod
+    def from_tokenizer(
+        cls,
+        tokenizer: Any,
+        num_frames: int = 17,
+        height: int = 64,
+        width: int = 64,
+        *,
+        tokenizer_name: str | None = None,
+        **kwargs,
+    ) -> PyraTokPriorConfigBase:
+        """A config for the frame-major token sequences `tokenizer` makes of `num_frames x height x width` clips.
+
+        Fills `token_layout`, `tokenizer_name`, `tokenizer_fingerprint` (`pyratok.cli.model_fingerprint`),
+        `text_embed_dim` and `max_text_length` (the tokenizer's text encoder) and `factorized_bits` (halves of
+        `codebook_dim`, the larger first); `kwargs` set or override any field.
+
+        Args:
+            tokenizer: a `PyraTokModel` or `AutoencoderPyraTok`.
+        """
+        from .prior_layers import tokenizer_fingerprint
+
+        core = getattr(tokenizer, "core", None)
+        if core is None or not hasattr(core, "token_layout"):
+            raise ValueError(f"tokenizer must be a PyraTokModel or AutoencoderPyraTok, got {type(tokenizer).__name__}")
+        layout = core.token_layout(num_frames, height, width, order=kwargs.pop("order", "frame_major"))
+        d = layout.codebook_dim
+        fields = {
+            "token_layout": layout.to_dict(),
+            "tokenizer_name": tokenizer_name,
+            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+            "text_embed_dim": core.config.text_embed_dim,
+            "max_text_length": core.config.text_max_length,
+            "factorized_bits": ((d + 1) // 2, d // 2),
+        }
+        return cls(**{**fields, **kwargs})
+
     @property
     def layout(self) -> PyraTokTokenLayout:
         """The `PyraTokTokenLayout` this prior models (fixes `seq_len` and the codebook)."""

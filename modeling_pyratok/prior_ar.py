@@ -143,8 +143,14 @@ class PyraTokARPrior(PyraTokPriorPreTrainedModel):
         drop = self._cond_drop(batch, generator, ids.device)
         context, context_mask = self._context(text_embeds, text_attention_mask, batch, drop=drop)
         logits_pre, logits_post = self._teacher_forced(ids, context, context_mask)
-        loss = factorized_cross_entropy(logits_pre, logits_post, ids, self.factorized_bits)
-        return PyraTokPriorOutput(loss=loss, logits_pre=logits_pre, logits_post=logits_post)
+        loss_pre, loss_post = factorized_cross_entropy(logits_pre, logits_post, ids, self.factorized_bits)
+        return PyraTokPriorOutput(
+            loss=loss_pre + loss_post,
+            loss_pre=loss_pre,
+            loss_post=loss_post,
+            logits_pre=logits_pre,
+            logits_post=logits_post,
+        )
 
     # ---- sampling ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -199,6 +205,7 @@ class PyraTokARPrior(PyraTokPriorPreTrainedModel):
             use_cache=use_cache,
         )
 
+    @torch.no_grad()
     def _sample(
         self,
         text_embeds: torch.Tensor | None,

@@ -38,7 +38,8 @@ class PyraTokPriorOutput(ModelOutput):
     """Output of a prior's `forward` / `training_loss`.
 
     Args:
-        loss (`torch.FloatTensor`, *optional*): scalar, nats per predicted id (`CE(pre) + CE(post)`).
+        loss (`torch.FloatTensor`, *optional*): scalar, nats per predicted id (`loss_pre + loss_post`).
+        loss_pre, loss_post (`torch.FloatTensor`, *optional*): the mean `CE(pre)` and `CE(post)` terms.
         logits_pre (`torch.FloatTensor`): `(B, N, 2**b1)` over `pre = id >> b2`.
         logits_post (`torch.FloatTensor`): `(B, N, 2**b2)` over `post = id & (2**b2 - 1)` (AR: given the true `pre`).
         mask (`torch.BoolTensor`, *optional*): `(B, N)`, masked prior's `training_loss` only: the positions that were
@@ -46,6 +47,8 @@ class PyraTokPriorOutput(ModelOutput):
     """
 
     loss: torch.Tensor | None = None
+    loss_pre: torch.Tensor | None = None
+    loss_post: torch.Tensor | None = None
     logits_pre: torch.Tensor | None = None
     logits_post: torch.Tensor | None = None
     mask: torch.Tensor | None = None
@@ -73,8 +76,9 @@ def factorized_cross_entropy(
     ids: torch.Tensor,
     factorized_bits: tuple[int, int],
     weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Mean of `CE(pre) + CE(post)` over the positions where `weight` is True (all when `None`).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of `CE(pre)` and of `CE(post)` over the positions where `weight` is True (all when `None`); their sum
+    is the loss in nats per id.
 
     Args:
         logits_pre (`torch.FloatTensor`): `(B, N, 2**b1)`.
@@ -83,15 +87,16 @@ def factorized_cross_entropy(
         weight (`torch.BoolTensor`, *optional*): `(B, N)` positions in the loss.
 
     Returns:
-        scalar `torch.FloatTensor`: nats per id.
+        `(loss_pre, loss_post)`: two scalar `torch.FloatTensor`s.
     """
     pre, post = split_ids(ids, factorized_bits)
-    ce = F.cross_entropy(logits_pre.float().flatten(0, 1), pre.flatten(), reduction="none")
-    ce = ce + F.cross_entropy(logits_post.float().flatten(0, 1), post.flatten(), reduction="none")
+    ce_pre = F.cross_entropy(logits_pre.float().flatten(0, 1), pre.flatten(), reduction="none")
+    ce_post = F.cross_entropy(logits_post.float().flatten(0, 1), post.flatten(), reduction="none")
     if weight is None:
-        return ce.mean()
-    weight = weight.flatten().to(ce.dtype)
-    return (ce * weight).sum() / weight.sum().clamp_min(1.0)
+        return ce_pre.mean(), ce_post.mean()
+    weight = weight.flatten().to(ce_pre.dtype)
+    count = weight.sum().clamp_min(1.0)
+    return (ce_pre * weight).sum() / count, (ce_post * weight).sum() / count
 
 
 def cosine_mask_ratio(t: torch.Tensor) -> torch.Tensor:
@@ -247,11 +252,12 @@ class PyraTokSpectralMixing(nn.Module):
     """Token mixing by a learned global filter in the Fourier domain along the sequence.
 
     `y = irfft(rfft(x, dim=seq) · W, n=N)` with a learned complex `W` of shape `(N // 2 + 1, H)`: a circular
-    convolution over the whole sequence in `O(N log N)`. MotionAura's Spectral Transformer (Susladkar et al., 2025,
-    arXiv:2410.07659) mixes video tokens in the frequency domain; the filter form is GFNet's global filter layer
-    (Rao et al., NeurIPS 2021, https://github.com/raoyongming/GFNet `gfnet.py` `GlobalFilter`, MIT licence),
-    applied to the 1-D token sequence. Chosen over FNet's parameter-free `Re(FFT2(x))` (Lee-Thorp et al., 2022)
-    so the mixing can learn which sequence frequencies (e.g. the latent-frame period) matter.
+    convolution over the whole sequence in `O(N log N)`, one kernel per channel. MotionAura's spectral transformer
+    denoiser (Susladkar et al., ICLR 2025, arXiv:2410.07659) mixes video tokens with 2-D FFT layers; here the
+    pyramid sequence has no single 2-D grid, so the transform runs along the 1-D sequence, and the filter takes
+    GFNet's global-filter form (Rao et al., NeurIPS 2021, https://github.com/raoyongming/GFNet `gfnet.py`
+    `GlobalFilter`, MIT licence) rather than FNet's parameter-free `Re(FFT2(x))` (Lee-Thorp et al., NAACL 2022), so
+    the mixing can learn which sequence frequencies (such as the latent-frame period) matter.
     """
 
     def __init__(self, seq_len: int, hidden_size: int) -> None:
@@ -373,7 +379,7 @@ from modeling_pyratok import PyraTokModel, prior_from_pretrained
 prior = prior_from_pretrained("<this repo>")
 tokenizer = PyraTokModel.from_pretrained("{tokenizer}")
 prior.check_tokenizer(tokenizer)
-text_embeds, text_mask = ...  # (B, L, {text_dim}) from the tokenizer's text encoder
+text_embeds, text_mask = tokenizer.get_text_encoder()(["a red circle moves right"], device="cpu")  # (B, L, {text_dim})
 ids = prior.generate(text_embeds, text_mask, guidance_scale=3.0)  # (B, {seq_len})
 video = tokenizer.decode_from_sequence(ids, prior.config.layout)
 ```
@@ -630,7 +636,7 @@ class PyraTokPriorPreTrainedModel(PreTrainedModel):
         recorded = self.config.tokenizer_fingerprint
         if recorded is None:
             return
-        found = _fingerprint(tokenizer)
+        found = tokenizer_fingerprint(tokenizer)
         if found is not None and found != recorded:
             message = (
                 f"tokenizer fingerprint {found} differs from the one this prior was trained on ({recorded}, "
@@ -696,7 +702,7 @@ class PyraTokPriorPreTrainedModel(PreTrainedModel):
             return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message)
 
 
-def _fingerprint(tokenizer: Any) -> str | None:
+def tokenizer_fingerprint(tokenizer: Any) -> str | None:
     """`pyratok.cli.model_fingerprint` of a `PyraTokModel` or `AutoencoderPyraTok` (same weights → same value);
     `None` with a warning where `pyratok` is not installed (remote code on the Hub)."""
     try:
@@ -751,4 +757,5 @@ __all__ = [
     "prior_from_pretrained",
     "sample_categorical",
     "split_ids",
+    "tokenizer_fingerprint",
 ]

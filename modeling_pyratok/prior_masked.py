@@ -142,8 +142,15 @@ class PyraTokMaskedPrior(PyraTokPriorPreTrainedModel):
         drop = self._cond_drop(batch, generator, ids.device)
         context, context_mask = self._context(text_embeds, text_attention_mask, batch, drop=drop)
         logits_pre, logits_post = self._logits(ids.masked_fill(mask, self.mask_token_id), context, context_mask)
-        loss = factorized_cross_entropy(logits_pre, logits_post, ids, self.factorized_bits, weight=mask)
-        return PyraTokPriorOutput(loss=loss, logits_pre=logits_pre, logits_post=logits_post, mask=mask)
+        loss_pre, loss_post = factorized_cross_entropy(logits_pre, logits_post, ids, self.factorized_bits, weight=mask)
+        return PyraTokPriorOutput(
+            loss=loss_pre + loss_post,
+            loss_pre=loss_pre,
+            loss_post=loss_post,
+            logits_pre=logits_pre,
+            logits_post=logits_post,
+            mask=mask,
+        )
 
     # ---- sampling ------------------------------------------------------------------------------------------------
     def _guided_logits(
@@ -210,6 +217,7 @@ class PyraTokMaskedPrior(PyraTokPriorPreTrainedModel):
             choice_temperature=choice_temperature,
         )
 
+    @torch.no_grad()
     def _sample(
         self,
         text_embeds: torch.Tensor | None,
@@ -223,9 +231,10 @@ class PyraTokMaskedPrior(PyraTokPriorPreTrainedModel):
         callback: Callable[[int, int], None] | None,
         num_inference_steps: int,
         choice_temperature: float,
-        record: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
+        record: list[tuple[torch.Tensor, ...]] | None = None,
     ) -> torch.Tensor:
-        """`generate`; `record` (tests) receives `(input ids, guided pre logits, guided post logits)` of every step."""
+        """`generate`; `record` (tests) receives `(input ids, guided pre logits, guided post logits, sampled ids)`
+        of every step."""
         if type(num_inference_steps) is not int or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
         if not isinstance(choice_temperature, (int, float)) or not choice_temperature >= 0:
@@ -243,14 +252,14 @@ class PyraTokMaskedPrior(PyraTokPriorPreTrainedModel):
         for step in range(num_inference_steps):
             unknown = ids == self.mask_token_id
             logits_pre, logits_post = self._guided_logits(ids, context, context_mask, guidance_scale, cfg)
-            if record is not None:
-                record.append((ids.clone(), logits_pre, logits_post))
             logp_pre = (logits_pre.float() / temperature).log_softmax(-1)
             logp_post = (logits_post.float() / temperature).log_softmax(-1)
             pre = sample_categorical(logp_pre, generator)
             post = sample_categorical(logp_post, generator)
             confidence = logp_pre.gather(-1, pre[..., None])[..., 0] + logp_post.gather(-1, post[..., None])[..., 0]
             sampled = torch.where(unknown, join_ids(pre, post, self.factorized_bits), ids)
+            if record is not None:
+                record.append((ids, logits_pre, logits_post, sampled))
             ratio = (step + 1) / num_inference_steps
             num_unknown = int(unknown[0].sum())
             if step == num_inference_steps - 1 or num_unknown == 0:

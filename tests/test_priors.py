@@ -134,8 +134,10 @@ def test_masked_loss_counts_masked_positions_only():
     # Hand CE over the masked positions, with the inputs the model saw.
     pre, post = ids >> 3, ids & 7
     logp_pre, logp_post = out.logits_pre.log_softmax(-1), out.logits_post.log_softmax(-1)
-    ce = -(logp_pre.gather(-1, pre[..., None])[..., 0] + logp_post.gather(-1, post[..., None])[..., 0])
-    assert torch.allclose(out.loss, ce[out.mask].mean(), atol=1e-6)
+    ce_pre, ce_post = -logp_pre.gather(-1, pre[..., None])[..., 0], -logp_post.gather(-1, post[..., None])[..., 0]
+    assert torch.allclose(out.loss_pre, ce_pre[out.mask].mean(), atol=1e-6)
+    assert torch.allclose(out.loss_post, ce_post[out.mask].mean(), atol=1e-6)
+    assert torch.allclose(out.loss, (ce_pre + ce_post)[out.mask].mean(), atol=1e-6)
     # The masked inputs really were [MASK]: rerunning forward on them reproduces the logits.
     again = prior(ids.masked_fill(out.mask, prior.mask_token_id), text)
     assert torch.allclose(again.logits_pre, out.logits_pre, atol=1e-6)
@@ -144,12 +146,12 @@ def test_masked_loss_counts_masked_positions_only():
     masked = torch.nonzero(out.mask)[0].tolist()
     other = ids.clone()
     other[tuple(unmasked)] = (other[tuple(unmasked)] + 9) % 64
-    same = factorized_cross_entropy(out.logits_pre, out.logits_post, other, (3, 3), weight=out.mask)
+    same = sum(factorized_cross_entropy(out.logits_pre, out.logits_post, other, (3, 3), weight=out.mask))
     assert torch.equal(same, out.loss)
     other = ids.clone()
     other[tuple(masked)] = (other[tuple(masked)] + 9) % 64
     assert not torch.allclose(
-        factorized_cross_entropy(out.logits_pre, out.logits_post, other, (3, 3), out.mask), out.loss
+        sum(factorized_cross_entropy(out.logits_pre, out.logits_post, other, (3, 3), out.mask)), out.loss
     )
 
 
@@ -209,11 +211,49 @@ def test_masked_decoding_schedule_follows_maskgit():
     )
     # Masked ids entering each step: N, then floor(N·cos(π/2·r)) for r = 1/4, 2/4, 3/4.
     expected = [N] + [math.floor(N * math.cos(math.pi / 2 * s / 4)) for s in (1, 2, 3)]
-    assert [int((ids[0] == prior.mask_token_id).sum()) for ids, _, _ in record] == expected
+    assert [int((ids[0] == prior.mask_token_id).sum()) for ids, *_ in record] == expected
     # Once unmasked, an id stays.
-    for (before, _, _), (after, _, _) in zip(record, record[1:]):
+    for (before, *_), (after, *_) in zip(record, record[1:]):
         known = before != prior.mask_token_id
         assert torch.equal(after[known], before[known])
+
+
+def test_masked_decoding_keeps_the_most_confident_samples():
+    # Without Gumbel noise (choice_temperature=0) the ids kept after a step are the sampled ids with the highest
+    # log p(pre) + log p(post); the re-masked ones have the lowest.
+    prior = make_prior("masked", seed=4)
+    record = []
+    prior._sample(
+        random_text(2),
+        None,
+        batch_size=None,
+        guidance_scale=1.0,
+        temperature=1.0,
+        prefix_ids=None,
+        callback=None,
+        generator=torch.Generator().manual_seed(0),
+        num_inference_steps=3,
+        choice_temperature=0.0,
+        record=record,
+    )
+    for (ids, pre, post, sampled), (after, *_) in zip(record, record[1:]):
+        conf = pre.log_softmax(-1).gather(-1, (sampled >> 3)[..., None])[..., 0]
+        conf = conf + post.log_softmax(-1).gather(-1, (sampled & 7)[..., None])[..., 0]
+        was_unknown = ids == prior.mask_token_id
+        kept = was_unknown & (after != prior.mask_token_id)
+        remasked = was_unknown & (after == prior.mask_token_id)
+        assert torch.equal(after[kept], sampled[kept]) and kept.any() and remasked.any()
+        for b in range(2):
+            assert float(conf[b][kept[b]].min()) >= float(conf[b][remasked[b]].max())
+
+
+def test_position_and_level_embeddings_follow_the_layout():
+    prior = make_prior("ar")
+    levels = LAYOUT.level_index()
+    assert levels.tolist() == ([1] * 4 + [0] * 16) * 2  # frame-major, coarse level first within a frame
+    expected = prior.pos_embed + prior.level_embed.weight[levels]
+    assert torch.equal(prior._position_embed(0, N, torch.device("cpu")), expected)
+    assert torch.equal(prior._position_embed(7, 9, torch.device("cpu")), expected[7:9])
 
 
 def test_masked_guidance_is_the_cfg_formula_and_scale_one_is_unguided():
@@ -229,7 +269,7 @@ def test_masked_guidance_is_the_cfg_formula_and_scale_one_is_unguided():
     }
     record = []
     prior._sample(text, None, guidance_scale=3.0, generator=torch.Generator().manual_seed(0), record=record, **kwargs)
-    for ids, pre, post in record:
+    for ids, pre, post, _ in record:
         cond, uncond = prior(ids, text), prior(ids)
         assert torch.allclose(pre, uncond.logits_pre + 3.0 * (cond.logits_pre - uncond.logits_pre), atol=1e-5)
         assert torch.allclose(post, uncond.logits_post + 3.0 * (cond.logits_post - uncond.logits_post), atol=1e-5)
@@ -250,11 +290,17 @@ def test_masked_guidance_is_the_cfg_formula_and_scale_one_is_unguided():
 def test_ar_loss_is_the_hand_computed_next_id_cross_entropy():
     prior = make_prior("ar", num_hidden_layers=1)
     ids, text = random_ids(2), random_text(2)
-    loss = prior.training_loss(ids, text).loss
+    loss = prior.training_loss(ids, text).loss.detach()
+    g = torch.Generator().manual_seed(3)
     total = 0.0
     for i in range(N):
-        # Position i seen through a forward on ids[:, :i + 1] only: nothing after i can leak in.
-        out = prior(ids[:, : i + 1], text)
+        # What position i may see: ids before i, and the pre bits of id i for the post head. Scramble everything else
+        # (the post bits of id i and every later id); the logits at i must be those of the true sequence.
+        probe = ids.clone()
+        probe[:, i + 1 :] = torch.randint(0, 64, (2, N - i - 1), generator=g)
+        probe[:, i] = (ids[:, i] >> 3 << 3) | ((ids[:, i] + torch.randint(1, 8, (2,), generator=g)) & 7)
+        with torch.no_grad():
+            out = prior(probe, text)
         logp_pre = out.logits_pre[:, i].log_softmax(-1)
         logp_post = out.logits_post[:, i].log_softmax(-1)
         for b in range(2):
@@ -281,9 +327,10 @@ def test_ar_prior_reaches_the_brute_force_entropy_bound():
     bound = entropy / N
     assert bound == pytest.approx(math.log(4) / N)
     prior = make_prior("ar")
-    losses = train(prior, ids, None, steps=120)
+    losses = train(prior, ids, None, steps=80)
     assert min(losses[:30]) < losses[0] - 0.5
-    assert sum(losses[-5:]) / 5 < bound + 0.05
+    # Cross-entropy on the training set can approach but never beat the entropy of that set.
+    assert bound - 1e-3 < sum(losses[-5:]) / 5 < bound + 0.02
 
 
 def test_ar_kv_cache_equals_recomputation():
@@ -508,17 +555,21 @@ def test_check_tokenizer_and_layout_name_what_differs():
         prior.check_layout(tokenizer.token_layout(5, 16, 16, order="planes"))
 
 
-def test_check_tokenizer_fingerprint(tmp_path):
+def test_config_from_tokenizer_and_fingerprint_check(tmp_path):
     from pyratok.cli import model_fingerprint
 
     tokenizer = PyraTokModel(PyraTokConfig.from_preset("tiny"))
-    layout = tokenizer.token_layout(5, 16, 16)
-    prior = make_prior("masked", layout=layout, factorized_bits=(8, 8), tokenizer_fingerprint="0" * 16)
-    with pytest.warns(UserWarning, match="fingerprint"):
-        prior.check_tokenizer(tokenizer)
-    with pytest.raises(ValueError, match="fingerprint"):
-        prior.check_tokenizer(tokenizer, strict_fingerprint=True)
-    prior.config.tokenizer_fingerprint = model_fingerprint(tokenizer)
+    config = PyraTokMaskedPriorConfig.from_tokenizer(tokenizer, 5, 16, 16, tokenizer_name="tiny", hidden_size=32)
+    assert config.layout == tokenizer.token_layout(5, 16, 16)
+    assert config.tokenizer_fingerprint == model_fingerprint(tokenizer) and config.tokenizer_name == "tiny"
+    assert (config.text_embed_dim, config.max_text_length) == (
+        tokenizer.config.text_embed_dim,
+        tokenizer.config.text_max_length,
+    )
+    assert tuple(config.factorized_bits) == (8, 8) and config.hidden_size == 32
+    with pytest.raises(ValueError, match="frame_major"):
+        PyraTokARPriorConfig.from_tokenizer(tokenizer, 5, 16, 16, order="planes")
+    prior = PyraTokMaskedPrior(config)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prior.check_tokenizer(tokenizer, strict_fingerprint=True)
@@ -527,6 +578,8 @@ def test_check_tokenizer_fingerprint(tmp_path):
     prior.check_tokenizer(AutoencoderPyraTok.from_pretrained(tmp_path), strict_fingerprint=True)
     with torch.no_grad():
         next(tokenizer.parameters()).add_(1.0)
+    with pytest.warns(UserWarning, match="fingerprint .* differs"):
+        prior.check_tokenizer(tokenizer)
     with pytest.raises(ValueError, match="fingerprint .* differs"):
         prior.check_tokenizer(tokenizer, strict_fingerprint=True)
 
