@@ -15,7 +15,11 @@ from pyratok.training.make_shards import make_shards
 from pyratok.training.model_card import losses_on, write_training_model_card
 from pyratok.training.train import build_objective, list_checkpoints, portable_backbone_source, train
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").rglob("*.yaml"))  # experiments/ too
+# Tokenizer recipes (experiments/ too); the prior recipes (prior-*.yaml) are train_prior.py's, tested with it.
+RECIPES = sorted(
+    p for p in (Path(__file__).resolve().parents[1] / "training" / "configs").rglob("*.yaml")
+    if not p.name.startswith("prior-")
+)
 TINY_LM = {
     "model_type": "llama",
     "hidden_size": 32,
