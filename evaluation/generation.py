@@ -355,20 +355,26 @@ def generate_clips(prior, tokenizer, prompts: Sequence[str], *, guidance_scale: 
 # --------------------------------------------------------------------------------------------- CLI subcommand
 
 
-def _named_paths(values: Sequence[str] | None, flag: str) -> dict[str | None, str]:
-    """`["name=path", "path", "a=p1,b=p2"]` → `{name: path}`; an unnamed entry gets the key None."""
-    out: dict[str | None, str] = {}
+def _named_paths(values: Sequence[str] | None, flag: str) -> list[tuple[str | None, str]]:
+    """`["name=path", "path", "a=p1,b=p2"]` → `[(name, path), ...]`; an unnamed entry has the name None."""
+    out: list[tuple[str | None, str]] = []
     for value in values or []:
         for item in (v.strip() for v in value.split(",")):
             if not item:
                 continue
             name, sep, path = item.partition("=")
-            key, path = (name.strip(), path.strip()) if sep else (None, item)
-            if sep and (not key or not path):
+            if sep and (not name.strip() or not path.strip()):
                 raise ValueError(f"{flag}: expected NAME=PATH or PATH, got {item!r}")
-            if key in out:
-                raise ValueError(f"{flag}: {key or 'an unnamed entry'} is given twice")
-            out[key] = path
+            out.append((name.strip(), path.strip()) if sep else (None, item))
+    return out
+
+
+def _unique(pairs: list[tuple[str | None, str]], flag: str) -> dict[str | None, str]:
+    out: dict[str | None, str] = {}
+    for name, path in pairs:
+        if name in out:
+            raise ValueError(f"{flag}: {name or 'an unnamed entry'} is given twice")
+        out[name] = path
     return out
 
 
@@ -419,11 +425,11 @@ def run(args: argparse.Namespace) -> dict:
     from .clips import ClipReader
     from .video_classifier import VideoClassifier
 
-    priors = _named_paths((args.prior or []) + (args.priors or []), "--prior")
-    if not priors:
+    pairs = _named_paths((args.prior or []) + (args.priors or []), "--prior")
+    if not pairs:
         raise ValueError("give at least one --prior [NAME=]PATH")
-    priors = {(name if name is not None else Path(path).name): path for name, path in priors.items()}
-    tokenizers = _named_paths(args.tokenizer, "--tokenizer")
+    priors = _unique([(name or Path(path).name, path) for name, path in pairs], "--prior")
+    tokenizers = _unique(_named_paths(args.tokenizer, "--tokenizer"), "--tokenizer")
     unknown = sorted(k for k in tokenizers if k is not None and k not in priors)
     if unknown:
         raise ValueError(f"--tokenizer names {unknown} match no prior (priors: {sorted(priors)})")

@@ -449,3 +449,18 @@ def test_cli_train_classifier_then_generation(tiny_shards, tmp_path, monkeypatch
                  "--classifier", str(clf_dir)]) == 2
     assert main(["generation", "--data", str(tiny_shards / "test"), "--classifier", str(clf_dir)]) == 2
     assert math.isfinite(row["seconds_per_clip"])
+
+
+def test_prior_and_tokenizer_flags(tmp_path):
+    pairs = gen._named_paths(["a=/x/p1,/y/p2", "c=/z/p3"], "--prior")
+    assert pairs == [("a", "/x/p1"), (None, "/y/p2"), ("c", "/z/p3")]
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        gen._named_paths(["=/x"], "--prior")
+    with pytest.raises(ValueError, match="given twice"):
+        gen._unique([("a", "/x"), ("a", "/y")], "--prior")
+    prior = SimpleNamespace(config=SimpleNamespace(tokenizer_name=str(tmp_path)))
+    assert gen._tokenizer_for("a", prior, {"a": "/tok-a", None: "/tok"}, "/default") == "/tok-a"
+    assert gen._tokenizer_for("b", prior, {"a": "/tok-a", None: "/tok"}, "/default") == "/tok"
+    assert gen._tokenizer_for("b", prior, {}, "/default") == str(tmp_path)  # the prior's recorded folder
+    prior.config.tokenizer_name = "some/hub-name"
+    assert gen._tokenizer_for("b", prior, {}, "/default") == "/default"
