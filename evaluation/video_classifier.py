@@ -201,9 +201,16 @@ def load_labelled_clips(split: str | os.PathLike, *, num_frames: int = 17, size:
 
 @dataclass
 class VideoClassifierConfig:
-    """Architecture and input geometry. Clips of another size or length are resampled to `(num_frames, size, size)`."""
+    """Architecture and input geometry. Clips of another size or length are resampled to `(num_frames, size, size)`.
 
-    channels: tuple[int, ...] = (16, 32, 64, 128)
+    `channels`: the conv3d (motion) pathway; `appearance_channels`: an optional conv2d pathway run on
+    `appearance_frames` evenly spaced frames at full resolution (shape and colour need spatial detail more than time);
+    `()` turns it off.
+    """
+
+    channels: tuple[int, ...] = (8, 16, 32, 64)
+    appearance_channels: tuple[int, ...] = (24, 48, 64, 96)
+    appearance_frames: int = 3
     feature_dim: int = 128
     num_frames: int = 17
     size: int = 64
@@ -211,6 +218,10 @@ class VideoClassifierConfig:
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
+        self.appearance_channels = tuple(int(c) for c in self.appearance_channels)
+        if self.appearance_channels and (min(self.appearance_channels) < 1 or self.appearance_frames < 1):
+            raise ValueError(f"appearance_channels must be positive and appearance_frames >= 1, got "
+                             f"{self.appearance_channels} and {self.appearance_frames}")
         self.vocabularies = {h: tuple(v) for h, v in self.vocabularies.items()}
         if len(self.channels) < 2 or min(self.channels) < 1:
             raise ValueError(f"channels must hold >= 2 positive ints, got {self.channels}")
@@ -226,8 +237,9 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class VideoClassifier(nn.Module):
-    """Conv3d blocks (the first and last stride 2 in space only, the others in time and space) → mean and max pool →
-    linear + SiLU feature `(B, F)` → one linear presence head per attribute."""
+    """Conv3d blocks (the first and last stride 2 in space only, the others in time and space) → mean and max pool;
+    optionally conv2d blocks (the first stride 1, the others 2) on a few frames → mean and max pool over space, max
+    over frames; both concatenated → linear + SiLU feature `(B, F)` → one linear presence head per attribute."""
 
     def __init__(self, config: VideoClassifierConfig | None = None) -> None:
         super().__init__()
@@ -240,7 +252,16 @@ class VideoClassifier(nn.Module):
             layers += [nn.Conv3d(in_ch, out_ch, 3, stride=stride, padding=1), _norm(out_ch), nn.SiLU()]
             in_ch = out_ch
         self.body = nn.Sequential(*layers)
-        self.project = nn.Linear(2 * in_ch, self.config.feature_dim)
+        pooled = 2 * in_ch
+        self.appearance = None
+        if self.config.appearance_channels:
+            layers, in_ch = [], 3
+            for i, out_ch in enumerate(self.config.appearance_channels):
+                layers += [nn.Conv2d(in_ch, out_ch, 3, stride=1 if i == 0 else 2, padding=1), _norm(out_ch), nn.SiLU()]
+                in_ch = out_ch
+            self.appearance = nn.Sequential(*layers)
+            pooled += 2 * in_ch
+        self.project = nn.Linear(pooled, self.config.feature_dim)
         self.heads = nn.ModuleDict({h: nn.Linear(self.config.feature_dim, len(v))
                                     for h, v in self.config.vocabularies.items()})
 
@@ -257,9 +278,18 @@ class VideoClassifier(nn.Module):
 
     def features(self, video: torch.Tensor) -> torch.Tensor:
         """Float `(B, 3, T, H, W)` in [-1, 1] (or uint8) → features `(B, F)`."""
-        h = self.body(self._prepare(video))
-        pooled = torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1)
-        return F.silu(self.project(pooled))
+        x = self._prepare(video)
+        h = self.body(x)
+        pooled = [h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))]
+        if self.appearance is not None:
+            b, _, t, height, width = x.shape
+            k = min(self.config.appearance_frames, t)
+            index = torch.linspace(0, t - 1, k).round().long().to(x.device)
+            frames = x.index_select(2, index).transpose(1, 2).reshape(b * k, 3, height, width)
+            a = self.appearance(frames)
+            a = torch.cat([a.mean(dim=(2, 3)), a.amax(dim=(2, 3))], dim=1).view(b, k, -1).amax(dim=1)
+            pooled.append(a)
+        return F.silu(self.project(torch.cat(pooled, dim=1)))
 
     def logits_from_features(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         return {h: head(feats) for h, head in self.heads.items()}
@@ -483,7 +513,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--no-augmentation", action="store_true")
-    parser.add_argument("--channels", default="16,32,64,128", help="conv3d block widths, comma-separated")
+    parser.add_argument("--channels", default="8,16,32,64", help="conv3d block widths, comma-separated")
+    parser.add_argument("--appearance-channels", default="24,48,64,96",
+                        help="conv2d (per-frame) block widths, comma-separated; '' for none")
+    parser.add_argument("--appearance-frames", type=int, default=3, help="frames the conv2d pathway sees")
     parser.add_argument("--feature-dim", type=int, default=128, help="feature vector size F")
     parser.add_argument("--input-frames", type=int, default=17, help="frames the classifier sees (4k+1)")
     parser.add_argument("--input-size", type=int, default=64, help="square frame size the classifier sees")
@@ -496,10 +529,13 @@ def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     try:
         channels = tuple(int(c) for c in args.channels.split(",") if c.strip())
+        appearance = tuple(int(c) for c in args.appearance_channels.split(",") if c.strip())
     except ValueError as err:
-        raise ValueError(f"--channels must be comma-separated integers, got {args.channels!r}") from err
-    config = VideoClassifierConfig(channels=channels, feature_dim=args.feature_dim, num_frames=args.input_frames,
-                                   size=args.input_size)
+        raise ValueError(f"--channels / --appearance-channels must be comma-separated integers, got "
+                         f"{args.channels!r} / {args.appearance_channels!r}") from err
+    config = VideoClassifierConfig(channels=channels, appearance_channels=appearance,
+                                   appearance_frames=args.appearance_frames, feature_dim=args.feature_dim,
+                                   num_frames=args.input_frames, size=args.input_size)
     classifier, report = train_video_classifier(
         args.data, args.val_data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         threads=args.threads, config=config, augmentation=not args.no_augmentation, eval_every=args.eval_every,

@@ -42,7 +42,7 @@ from pyratok.evaluation.video_classifier import (
 )
 from pyratok.training.make_shards import _rng, make_shards, render_procedural
 
-TINY = dict(channels=(4, 8), feature_dim=8, num_frames=5, size=16)
+TINY = dict(channels=(4, 8), appearance_channels=(4, 8), feature_dim=8, num_frames=5, size=16)
 
 # ------------------------------------------------------------------------------------------------ Fréchet distance
 
@@ -186,9 +186,10 @@ def test_tiny_classifier_fits_a_tiny_synthetic_set(one_thread):
     assert report["val"]["num_clips"] == 8
 
 
-def test_classifier_save_load_identical_predictions(tmp_path):
+@pytest.mark.parametrize("appearance", [(4, 8), ()])
+def test_classifier_save_load_identical_predictions(tmp_path, appearance):
     torch.manual_seed(0)
-    model = VideoClassifier(VideoClassifierConfig(**TINY)).eval()
+    model = VideoClassifier(VideoClassifierConfig(**{**TINY, "appearance_channels": appearance})).eval()
     video = torch.rand(3, 3, 5, 16, 16) * 2 - 1
     model.save_pretrained(tmp_path / "clf", report={"note": "x"})
     loaded = VideoClassifier.load(tmp_path / "clf")
@@ -401,6 +402,7 @@ def test_cli_train_classifier_then_generation(tiny_shards, tmp_path, monkeypatch
     clf_dir = tmp_path / "clf"
     rc = main(["train-classifier", "--data", str(tiny_shards / "train"), "--test-data", str(tiny_shards / "test"),
                "--classifier", str(clf_dir), "--steps", "3", "--batch-size", "2", "--channels", "4,8",
+               "--appearance-channels", "4,8", "--appearance-frames", "2",
                "--feature-dim", "8", "--input-frames", "5", "--input-size", "16", "--threads", "1",
                "--out", str(tmp_path / "train.json")])
     assert rc == 0
@@ -408,7 +410,7 @@ def test_cli_train_classifier_then_generation(tiny_shards, tmp_path, monkeypatch
     assert report["train_clips"] == 6 and report["train_skipped"] == {"pan": 2}
     assert report["test"]["num_clips"] == 4 and report["test"]["skipped"] == {"pan": 2}
     clf = VideoClassifier.load(clf_dir)
-    assert clf.config.channels == (4, 8)
+    assert clf.config.channels == (4, 8) and clf.config.appearance_frames == 2
     assert evaluate_classifier(clf, tiny_shards / "test")["accuracy"] == report["test"]["accuracy"]
 
     real = {c.caption: c.video for c in ClipReader(tiny_shards / "test") if c.meta["objects"]}
