@@ -3,7 +3,8 @@
     pyratok-eval <task> [--model PATH] --data SPLIT_DIR [--out report.json] [task flags]
 
 Tasks: `reconstruction`, `localization`, `retrieval` (this package) and `segmentation`, `visualize`, `ablation`,
-`probe`, `backbone` (`evaluation/<task>.py`, imported only when asked for). A task module provides
+`probe`, `backbone`, `generation` (`evaluation/<task>.py`, imported only when asked for) and `train-classifier`
+(`evaluation/video_classifier.py`). A task module provides
 `add_arguments(parser: argparse.ArgumentParser) -> None` and `run(...) -> dict`; `run` receives the parsed arguments
 as its first positional argument and, if it has a parameter named `model`, the loaded `PyraTokModel` as `model=`.
 
@@ -34,8 +35,10 @@ PROG = "pyratok-eval"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "model_cards" / "pyratok-small-procedural"
 BUILTIN_TASKS = ("reconstruction", "localization", "retrieval")
-EXTERNAL_TASKS = ("segmentation", "visualize", "ablation", "probe", "backbone")
+EXTERNAL_TASKS = ("segmentation", "visualize", "ablation", "probe", "backbone", "train-classifier", "generation")
 TASKS = BUILTIN_TASKS + EXTERNAL_TASKS
+# task name → module under pyratok.evaluation, where they differ
+TASK_MODULES = {"train-classifier": "video_classifier"}
 
 
 class EvalError(Exception):
@@ -214,12 +217,13 @@ _BUILTIN: dict[str, tuple[Callable, Callable]] = {
 def _task_functions(task: str) -> tuple[Callable, Callable]:
     if task in _BUILTIN:
         return _BUILTIN[task]
-    name = f"pyratok.evaluation.{task}"
+    module_name = TASK_MODULES.get(task, task)
+    name = f"pyratok.evaluation.{module_name}"
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as err:
         if err.name == name:
-            raise EvalError(f"task {task} is not available (evaluation/{task}.py is not installed)") from err
+            raise EvalError(f"task {task} is not available (evaluation/{module_name}.py is not installed)") from err
         raise EvalError(f"task {task} is not available: importing {name} failed: {err}") from err
     missing = [f for f in ("add_arguments", "run") if not callable(getattr(module, f, None))]
     if missing:
@@ -246,6 +250,9 @@ def _top_help() -> str:
         "  ablation         ablation tables (evaluation/ablation.py)",
         "  probe            luminance / chroma linear probes of the encoder's layers (evaluation/probe.py)",
         "  backbone         the continuous KL VAE alone: PSNR per causal chunk, chroma (evaluation/backbone.py)",
+        "  train-classifier train the small procedural-clip classifier used by `generation` (--data = train split)",
+        "  generation       text-to-video priors: Fréchet distance (I3D with --i3d, else classifier features), text",
+        "                   and temporal consistency, seconds per clip (evaluation/generation.py)",
         "",
         f"`{PROG} <task> --help` lists a task's flags.",
     ]
