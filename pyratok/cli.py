@@ -632,6 +632,13 @@ def cmd_tokenize_dataset(args: argparse.Namespace) -> int:
         if device.type == state.device.type and device.index is None:
             device = state.device  # one device per process
     model, model_id = load_model(args.model, device)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the text encoder's loading bar would cut into ours
+    try:
+        model.get_text_encoder()
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     name = args.tokenizer_name or (Path(model_id).name if Path(model_id).is_dir() else model_id)
     height, width = args.size
     summary = tokenize_dataset(
@@ -643,11 +650,11 @@ def cmd_tokenize_dataset(args: argparse.Namespace) -> int:
         progress=not args.no_progress, prompts=not args.no_prompt,
     )
     if state is None or state.is_main_process:
-        skipped = {k.removeprefix("skipped_"): v for k, v in summary["skipped"].items() if v}
+        reasons = ", ".join(f"{k.removeprefix('skipped_')} {v}" for k, v in summary["skipped"].items() if v)
         print(
             f"wrote {out}: {summary['num_rows']} clips of {summary['seq_len']} ids ({summary['written']} new, "
-            f"{summary['already_written']} already there), skipped {summary['skipped_total']} {skipped or ''}, "
-            f"{summary['seconds']:.1f} s"
+            f"{summary['already_written']} already there), skipped {summary['skipped_total']}"
+            f"{f' ({reasons})' if reasons else ''}, {summary['seconds']:.1f} s"
         )
     return 0
 

@@ -24,6 +24,7 @@ batched exactly as in an uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -178,6 +179,16 @@ class _OnePassReader(VideoClipStream):
         super().__init__(config, rank=rank, world_size=world_size)
         self.upscale = upscale
         self.stats.update({reason: 0 for reason in SKIP_REASONS}, already_written=0)
+
+    def _key(self, index: int, raw: dict) -> str:
+        """The reader's key (`__key__`, else the video's path); a row with neither is named by a hash of its video
+        bytes rather than by its position, which depends on the number of processes."""
+        key = super()._key(index, raw)
+        video = raw.get(self.config.video_column)
+        data = video.get("bytes") if isinstance(video, dict) else video
+        if key == f"#{index}" and isinstance(data, bytes) and data:
+            return "sha1-" + hashlib.sha1(data).hexdigest()[:20]
+        return key
 
     def clips(self, done: set[str], limit: int | None) -> Iterator[tuple[str, str, torch.Tensor] | None]:
         """This rank's clips as `(key, caption, clip (3, T, H, W))`, or None for one skipped or already written
@@ -479,6 +490,7 @@ def tokenize_dataset(
         next_part += 1
         rows.clear()
 
+    tokenizer.core.get_text_encoder()  # loaded now rather than inside the first batch, under the progress bar
     bar = tqdm(total=limit if world == 1 else None, desc="tokenize-dataset", unit="clip", file=sys.stderr,
                dynamic_ncols=True, disable=not (progress and is_main))
     with bar:

@@ -2,6 +2,7 @@
 skips counted by reason, exact resume after a kill, two processes, layout / tokenizer checks, the CLI."""
 
 import copy
+import hashlib
 import json
 import tarfile
 import threading
@@ -246,7 +247,7 @@ def test_two_processes_share_the_clips(root, model, reference):
     assert {r["caption"] for r in rows if r["key"] == "a-1"} <= {GOOD["a-1"][0], "a later copy of a-1"}
 
 
-def test_txt_captions_and_a_dataset_folder(root, model):
+def test_txt_captions_and_a_dataset_folder(root, model, reference):
     write_shard(root / "txt.tar", [sample(k, text=True) for k in ("a-0", "b-1")])
     summary = tokenize_dataset(str(root / "txt.tar"), root / "txt-out", model, "tiny-test", **KW)
     assert summary["caption_column"] == "txt"
@@ -263,8 +264,18 @@ def test_txt_captions_and_a_dataset_folder(root, model):
     assert (summary["video_column"], summary["caption_column"]) == ("video", "text")
     rows = rows_of(root / "vf-out")
     assert [r["caption"] for r in rows] == [GOOD["a-2"][0], GOOD["b-2"][0]]
-    reference_rows = {r["key"]: r for r in rows_of(root / "ref")}
+    reference_rows = {r["key"]: r for r in rows_of(reference[0])}
     assert [r["input_ids"] for r in rows] == [reference_rows[k]["input_ids"] for k in ("a-2", "b-2")]
+
+    # A dataset of raw video bytes with no key column: rows are named by a hash of the bytes, not their position.
+    videos = [sample(k)[1]["mp4"] for k in ("b-0", "c-0")]
+    (root / "bytes-ds").mkdir()
+    datasets.Dataset.from_dict({"video": videos, "caption": [GOOD["b-0"][0], GOOD["c-0"][0]]}).to_parquet(
+        str(root / "bytes-ds" / "train.parquet"))
+    tokenize_dataset(str(root / "bytes-ds"), root / "bytes-out", model, "tiny-test", **KW)
+    rows = {r["key"]: r["input_ids"] for r in rows_of(root / "bytes-out")}
+    assert rows == {"sha1-" + hashlib.sha1(v).hexdigest()[:20]: reference_rows[k]["input_ids"]
+                    for v, k in zip(videos, ("b-0", "c-0"), strict=True)}
 
 
 def _rows(**overrides) -> list[dict]:
