@@ -710,15 +710,6 @@ def tokenizer_fingerprint(tokenizer: Any) -> str | None:
     except ImportError:
         warnings.warn("pyratok is not installed: cannot compare the tokenizer fingerprint", stacklevel=3)
         return None
-    config = getattr(tokenizer, "pyratok_config", None)
-    if config is not None:  # AutoencoderPyraTok: the PyraTokConfig it was built from, the same `core.*` weights
-
-        class _View:
-            pass
-
-        view = _View()
-        view.config, view.state_dict = config, tokenizer.state_dict
-        return model_fingerprint(view)
     return model_fingerprint(tokenizer)
 
 

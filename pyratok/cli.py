@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
-from modeling_pyratok import PyraTokConfig, PyraTokModel, PyraTokTokens
+from modeling_pyratok import AutoencoderPyraTok, PyraTokConfig, PyraTokModel, PyraTokTokens
 from modeling_pyratok.tokens_pyratok import ORDERS
 
 from . import model_cards
@@ -328,13 +328,16 @@ _FINGERPRINT_SAMPLES = 64
 
 
 @torch.no_grad()
-def model_fingerprint(model: PyraTokModel) -> str:
+def model_fingerprint(model: PyraTokModel | AutoencoderPyraTok) -> str:
     """A 16-hex-digit digest of what decides the tokens and their decoding: the config (training-only fields aside)
     and every weight's name, shape and `_FINGERPRINT_SAMPLES` evenly spaced values (as float32, so the device does
-    not matter). Recorded in token files; `detokenize` compares it with the decoding model's."""
+    not matter). Recorded in token files, token datasets and priors; `detokenize` compares it with the decoding
+    model's. Both classes give the same value for the same weights (an `AutoencoderPyraTok` keeps its
+    `PyraTokConfig` as `pyratok_config`, and its weight names are `PyraTokModel`'s)."""
     digest = hashlib.sha256()
+    config = getattr(model, "pyratok_config", None) or model.config
     fields = {
-        k: v for k, v in model.config.to_init_kwargs().items()
+        k: v for k, v in config.to_init_kwargs().items()
         if k not in _TRAINING_ONLY_FIELDS and not k.endswith("_weight")
     }
     digest.update(json.dumps(fields, sort_keys=True).encode())

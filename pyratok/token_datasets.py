@@ -31,7 +31,6 @@ import os
 import re
 import sys
 import time
-import types
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,12 +85,8 @@ DEFAULT_ROWS_PER_PART = 1024
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def tokenizer_fingerprint(tokenizer: PyraTokModel | AutoencoderPyraTok) -> str:
-    """`pyratok.cli.model_fingerprint` of a `PyraTokModel`, or of the same weights held by an `AutoencoderPyraTok`
-    (its `pyratok_config` is the `PyraTokConfig` and its weight names are `PyraTokModel`'s)."""
-    if isinstance(tokenizer, AutoencoderPyraTok):
-        tokenizer = types.SimpleNamespace(config=tokenizer.pyratok_config, state_dict=tokenizer.state_dict)
-    return model_fingerprint(tokenizer)
+# The tokenizer fingerprint recorded in every row: `pyratok.cli.model_fingerprint`, which takes both classes.
+tokenizer_fingerprint = model_fingerprint
 
 
 # ---------------------------------------------------------------------------------------------------------------------

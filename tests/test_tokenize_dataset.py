@@ -351,3 +351,17 @@ def test_cli_errors(root, capsys, args, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (root / "bad-out" / "data").exists() or not list((root / "bad-out" / "data").iterdir())
+
+
+def test_no_prompt_encodes_without_text_and_keeps_the_captions(root, model, tmp_path):
+    """A tokenizer trained without text guidance is run without prompts (`--no-prompt`); the captions stay."""
+    out = tmp_path / "no-prompt"
+    tokenize_dataset(str(root / "shards" / "s0.tar"), out, model, "tiny-test", prompts=False, **KW)
+    rows = rows_of(out)
+    assert [r["key"] for r in rows] == ["a-0", "a-1", "a-2"]
+    for row in rows:
+        clip = direct_clip(root, row["key"])[None]
+        assert row["input_ids"] == model.encode_to_sequence(clip)[0][0].tolist()
+        assert row["caption"] == GOOD[row["key"]][0]
+    with_text = model.encode_to_sequence(direct_clip(root, "a-1")[None], text=[GOOD["a-1"][0]])[0][0].tolist()
+    assert rows[1]["input_ids"] != with_text  # the captions would have changed the ids
