@@ -1,9 +1,10 @@
 """Values pinned for the survivors of the issue 26 mutation run: the Wan 2.2 latent statistics, the AR head's crop
-range, and the CRF's cache-free appearance weights on two frames."""
+range, the CRF's cache-free appearance weights on two frames, the streamed decode's clamp, pyratok-eval --size."""
 
 import math
 from decimal import Decimal
 
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -11,6 +12,7 @@ import pyratok.evaluation.crf as crf
 from modeling_pyratok import PyraTokConfig
 from modeling_pyratok.backbone_pyratok import PyraTokBackbone
 from modeling_pyratok.configuration_pyratok import WAN22_BACKBONE_CONFIG
+from pyratok.evaluation.cli import build_parser
 from pyratok.training.heads import PyraTokARHead
 
 # ---- Wan 2.2 latent statistics -----------
@@ -128,3 +130,19 @@ def test_streamed_decode_of_overshooting_latents_is_clamped_like_decode():
     streamed = torch.cat(list(backbone.iter_decode(latent.split(1, dim=2))), dim=2)
     assert streamed.max() == 1.0 and streamed.min() == -1.0  # both bounds reached, none exceeded
     torch.testing.assert_close(streamed, reference, rtol=0, atol=1e-5)
+
+
+# ---- pyratok-eval --size -----------
+
+def test_eval_size_option_reads_size_and_height_by_width(capsys):
+    parser = build_parser("reconstruction", lambda group: None)
+
+    def size(text: str):
+        return parser.parse_args(["--data", "d", "--size", text]).size
+
+    assert size("64") == 64
+    assert size("48x80") == (48, 80) and size("48X80") == (48, 80) and size("48,80") == (48, 80)
+    for bad in ("48x80x3", "wide"):
+        with pytest.raises(SystemExit):
+            size(bad)
+        assert f"expected SIZE or HxW, got {bad!r}" in capsys.readouterr().err
