@@ -2,6 +2,7 @@
 range, the CRF's cache-free appearance weights on two frames, the streamed decode's clamp, pyratok-eval --size."""
 
 import math
+import sys
 from decimal import Decimal
 
 import pytest
@@ -12,7 +13,7 @@ import pyratok.evaluation.crf as crf
 from modeling_pyratok import PyraTokConfig
 from modeling_pyratok.backbone_pyratok import PyraTokBackbone
 from modeling_pyratok.configuration_pyratok import WAN22_BACKBONE_CONFIG
-from pyratok.evaluation.cli import build_parser
+from pyratok.evaluation.cli import build_parser, main
 from pyratok.training.heads import PyraTokARHead
 
 # ---- Wan 2.2 latent statistics -----------
@@ -146,3 +147,21 @@ def test_eval_size_option_reads_size_and_height_by_width(capsys):
         with pytest.raises(SystemExit):
             size(bad)
         assert f"expected SIZE or HxW, got {bad!r}" in capsys.readouterr().err
+
+
+def test_eval_main_reads_the_command_line_after_the_program_name(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["pyratok-eval", "--help"])
+    assert main() == 0 and "reconstruction" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["pyratok-eval", "nosuchtask"])
+    assert main() == 2 and "unknown task 'nosuchtask'" in capsys.readouterr().err
+
+
+# ---- CRF input range -----------
+
+def test_crf_accepts_video_within_rounding_of_the_range_and_rejects_beyond():
+    probs = torch.full((1, 2, 2), 0.5)
+    for value in (1.0005, -1.0005):  # within the 1e-3 tolerance for float rounding: clamped, accepted
+        assert crf.dense_crf_3d(probs, torch.full((3, 1, 2, 2), value), n_iters=1).shape == (1, 2, 2)
+    for value in (1.01, -1.01, 1.5, -1.5):
+        with pytest.raises(ValueError, match=r"video must be finite and in \[-1, 1\]"):
+            crf.dense_crf_3d(probs, torch.full((3, 1, 2, 2), value))
