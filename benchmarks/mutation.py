@@ -293,9 +293,15 @@ def sample_mutants(root: Path, per_package: int, seed: int) -> list[Mutant]:
 
 
 def test_files_for(root: Path, relpath: str) -> list[str]:
-    module = relpath[:-3].replace("/", ".")
+    # training/ and evaluation/ are imported as pyratok.training / pyratok.evaluation; `from pyratok import cli` and
+    # `from pyratok.training import losses` name the module after `import`.
+    parent, _, leaf = relpath[:-3].replace("/", ".").rpartition(".")
+    prefix = r"(?:pyratok\.)?" if parent in ("training", "evaluation") else ""
+    pattern = re.compile(
+        rf"(?:from|import)\s+{prefix}{re.escape(parent)}\.{re.escape(leaf)}\b"
+        rf"|from\s+{prefix}{re.escape(parent)}\s+import\s+[^\n]*\b{re.escape(leaf)}\b"
+    )
     files = [f"tests/{name}" for name in TEST_MAP.get(relpath, [])]
-    pattern = re.compile(rf"(from|import)\s+{re.escape(module)}\b")
     for extra in sorted((root / "tests").glob(EXTRA_TEST_GLOB)):
         if pattern.search(extra.read_text()) and f"tests/{extra.name}" not in files:
             files.append(f"tests/{extra.name}")
