@@ -4,8 +4,8 @@ A coarse, classifier-free check of text following that still works when a prior 
 procedural captions end with "on <a|an|a noisy> <colour> [gradient|striped] background", and the background covers
 most of the frame. Every pixel of the clip's border ring (the outer `BORDER` pixels of every frame, where objects
 rarely are) is assigned to the nearest of the background palette's colours (each colour's base and its texture
-variant, as `make_shards` draws them, and their blend); the clip's colour is the majority vote. Real test clips give the ceiling
-(textures and objects crossing the border make it < 100%), `1 / len(BACKGROUND_COLORS)` the chance level.
+variant, as `make_shards` draws them, and their blend); the clip's colour is the majority vote. Real test clips give
+the ceiling (objects crossing the border make it < 100%), `1 / len(BACKGROUND_COLORS)` the chance level.
 """
 
 from __future__ import annotations

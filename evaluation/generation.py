@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .background_colour import background_colour_name, background_consistency
 from .video_classifier import (
     HEADS,
     VOCABULARIES,
@@ -322,6 +323,11 @@ def evaluate_generation(
     results["text_consistency"] = text_consistency(fake, prompts, classifier, batch_size)
     if real_prompts is not None:
         results["real_text_consistency"] = text_consistency(real_videos, list(real_prompts), classifier, batch_size)
+    # Classifier-free: the border ring's colour against the prompt's background colour (evaluation/background_colour).
+    if any(background_colour_name(p) for p in prompts):
+        results["background_consistency"] = background_consistency(fake, prompts)
+    if real_prompts is not None and any(background_colour_name(p) for p in real_prompts):
+        results["real_background_consistency"] = background_consistency(real_videos, list(real_prompts))
     results["temporal_consistency"] = {"generated": temporal_consistency(fake),
                                        "real": temporal_consistency(real_videos)}
     return results
@@ -487,6 +493,7 @@ def run(args: argparse.Namespace) -> dict:
         "num_prompts": len(prompts),
         "classifier": str(Path(args.classifier).resolve()),
         "classifier_text_consistency_on_real": text_consistency(real_videos, prompts, classifier, args.batch_size),
+        "background_consistency_on_real": background_consistency(real_videos, prompts),
         "frechet_note": FRECHET_CLASSIFIER_NOTE,
         "priors": rows,
     }

@@ -11,6 +11,7 @@ import scipy.linalg
 import torch
 
 from pyratok.evaluation import generation as gen
+from pyratok.evaluation.background_colour import background_consistency
 from pyratok.evaluation.generation import (
     FRECHET_CLASSIFIER_KEY,
     I3DFeatures,
@@ -344,6 +345,8 @@ def test_evaluate_generation_with_real_clips_as_generations(tmp_path):
     assert result["text_consistency"]["recognised"] == pytest.approx(accuracy, abs=1e-4)
     assert result["text_consistency"] == result["real_text_consistency"]
     assert result["temporal_consistency"]["generated"] == pytest.approx(temporal_consistency(real))
+    expected = background_consistency(real, prompts)  # read on the same clips, so the same counts
+    assert result["background_consistency"] == result["real_background_consistency"] == expected
     assert result["temporal_consistency"]["generated"] == result["temporal_consistency"]["real"]
     assert result["seconds_per_clip"] >= 0 and result["num_generated"] == 6
     with pytest.raises(ValueError, match=r"\(4, 3, T, H, W\)"):
