@@ -151,7 +151,10 @@ def test_configs_hold_the_paper_stages_and_the_default_chain_and_experiments_res
     default_chain = {"tiny-cpu.yaml"} | {f"tiny-cpu-backbone-{p}.yaml" for p in (
         "32px", "64px", "colour-32px", "colour-64px", "refine-32px", "refine-64px", "long-32px")}
     gpu_default = {"gpu-backbone-z16.yaml", "gpu-pyratok-z16.yaml"}  # `python -m pyratok.training.gpu_default`
-    kept = stages | default_chain | gpu_default
+    # train_prior.py's recipes: the shipped priors, the Table 2 analogue, the paper-scale configs
+    priors = {f"prior-{k}-tiny-cpu.yaml" for k in ("masked", "ar")} | {f"prior-{k}-openvid-10k.yaml" for k in (
+        "masked", "ar")} | {"prior-masked-table2.yaml"}
+    kept = stages | default_chain | gpu_default | priors
     assert {p.name for p in CONFIGS.glob("*.yaml")} == kept
     for name in kept:  # every base: of a kept recipe is a kept recipe
         base = yaml.safe_load((CONFIGS / name).read_text()).get("base")
