@@ -51,6 +51,10 @@ def test_resize_and_crop_scales_the_short_side_exactly_then_centre_crops():
     scaled = torch.nn.functional.interpolate(frames.transpose(0, 1), size=(64, 96), mode="bilinear",
                                              align_corners=False, antialias=True).transpose(0, 1)
     torch.testing.assert_close(resize_and_crop(frames, 64, 64), scaled[..., 16:80], atol=1e-6, rtol=0)
+    tall = frames.transpose(-1, -2).contiguous()  # 192 x 128: the height is the long side now
+    scaled = torch.nn.functional.interpolate(tall.transpose(0, 1), size=(96, 64), mode="bilinear",
+                                             align_corners=False, antialias=True).transpose(0, 1)
+    torch.testing.assert_close(resize_and_crop(tall, 64, 64), scaled[..., 16:80, :], atol=1e-6, rtol=0)
 
 
 def test_embed_std_falls_back_when_the_model_has_no_input_embeddings():
@@ -88,3 +92,16 @@ def test_vgg_lpips_takes_the_smallest_frames_its_pooling_allows():
     assert torch.isfinite(loss(x, x.flip(-1))["lpips"])
     with pytest.raises(ValueError, match="H, W >= 16"):
         loss(x[..., :15, :15], x[..., :15, :15])
+
+
+def test_training_card_states_the_bits_per_pixel_of_its_training_clips(tmp_path):
+    """The card's bits / pixel for the recipe's first clip size equals `PyraTokModel.bits_per_pixel` (a second
+    implementation, through the backbone's own latent size)."""
+    from pyratok.training.config import TrainConfig
+    from pyratok.training.model_card import write_training_model_card
+
+    model_config = PyraTokConfig.from_preset("tiny")
+    config = TrainConfig(data={"data_files": ["x.tar"], "num_frames": [5], "resolutions": [[64, 64]]})
+    write_training_model_card(tmp_path / "README.md", model_config, config, {"steps": 1, "wall_time_s": 1.0})
+    expected = PyraTokModel(model_config).bits_per_pixel(64, 64, 5)
+    assert f"{expected:.4f} (5x64x64 clips)" in (tmp_path / "README.md").read_text()
