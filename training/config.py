@@ -238,20 +238,7 @@ class TrainConfig:
     def _check_field_types(self) -> None:
         """Numbers, flags and names must have their field's type: a quoted `"1e-4"` or `learning_rate: fast` is
         named here rather than failing later inside the optimizer."""
-        expected = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
-        wrong = []
-        for f in dataclasses.fields(self):
-            annotation = str(f.type).replace(" ", "")
-            optional = annotation.endswith("|None")
-            kinds = expected.get(annotation.removesuffix("|None"))
-            if kinds is None:
-                continue
-            value = getattr(self, f.name)
-            if value is None and optional:
-                continue
-            is_bool = isinstance(value, bool)
-            if not isinstance(value, kinds) or (is_bool and bool not in kinds):
-                wrong.append(f"{f.name}={value!r} (expected {annotation.replace('|', ' | ')})")
+        wrong = wrong_field_types(self)
         if wrong:
             raise ValueError("training config fields of the wrong type: " + "; ".join(wrong))
 
@@ -274,6 +261,26 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def wrong_field_types(config: Any) -> list[str]:
+    """`"name=value (expected type)"` for each field of a config dataclass whose value does not have its annotated
+    type (float, int, bool, str, optionally `| None`; bools are not ints here). Shared by the training configs."""
+    expected = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
+    wrong = []
+    for f in dataclasses.fields(config):
+        annotation = str(f.type).replace(" ", "")
+        optional = annotation.endswith("|None")
+        kinds = expected.get(annotation.removesuffix("|None"))
+        if kinds is None:
+            continue
+        value = getattr(config, f.name)
+        if value is None and optional:
+            continue
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, kinds) or (is_bool and bool not in kinds):
+            wrong.append(f"{f.name}={value!r} (expected {annotation.replace('|', ' | ')})")
+    return wrong
 
 
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
@@ -362,4 +369,5 @@ __all__ = [
     "load_yaml",
     "merge_recipes",
     "parse_overrides",
+    "wrong_field_types",
 ]

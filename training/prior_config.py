@@ -13,7 +13,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyratok.training.config import MIXED_PRECISION, SCHEDULERS, apply_overrides, load_recipe, parse_overrides
+from pyratok.training.config import (
+    MIXED_PRECISION,
+    SCHEDULERS,
+    apply_overrides,
+    load_recipe,
+    parse_overrides,
+    wrong_field_types,
+)
 
 PRIOR_TYPES = ("masked", "ar")
 
@@ -106,17 +113,7 @@ class PriorTrainConfig:
             raise ValueError("train_data is empty: give the folder `pyratok tokenize-dataset --out` wrote")
 
     def _check_field_types(self) -> None:
-        expected = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
-        wrong = []
-        for f in dataclasses.fields(self):
-            annotation = str(f.type).replace(" ", "")
-            optional = annotation.endswith("|None")
-            kinds = expected.get(annotation.removesuffix("|None"))
-            value = getattr(self, f.name)
-            if kinds is None or (value is None and optional):
-                continue
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                wrong.append(f"{f.name}={value!r} (expected {annotation.replace('|', ' | ')})")
+        wrong = wrong_field_types(self)
         if not isinstance(self.prior_overrides, dict):
             wrong.append(f"prior_overrides={self.prior_overrides!r} (expected a mapping)")
         if wrong:

@@ -134,6 +134,18 @@ def data_config(raw: dict, seed: int) -> VideoDataConfig:
     return VideoDataConfig(**fields)
 
 
+def build_lr_scheduler(config, optimizer: torch.optim.Optimizer, num_processes: int):
+    """`config.lr_scheduler` over `config.max_train_steps` with `config.lr_warmup_steps` of warm-up, for `train.py`
+    and `train_prior.py`. The prepared scheduler steps once per process per optimizer step (diffusers' convention),
+    so both lengths are multiplied by the number of processes."""
+    return get_scheduler(
+        config.lr_scheduler,
+        optimizer,
+        num_warmup_steps=config.lr_warmup_steps * num_processes,
+        num_training_steps=config.max_train_steps * num_processes,
+    )
+
+
 # ---- checkpoints ----------------------------------------------------------------------------------------------------
 def list_checkpoints(output_dir: str, complete_only: bool = True) -> list[Path]:
     """`checkpoint-N` folders by step; with `complete_only`, those holding `trainer_state.json` (written last)."""
@@ -346,13 +358,7 @@ def _train(config: TrainConfig, started: float) -> dict:
         eps=config.adam_epsilon,
         weight_decay=config.weight_decay,
     )
-    # The prepared scheduler steps once per process per optimizer step (diffusers' convention).
-    lr_scheduler = get_scheduler(
-        config.lr_scheduler,
-        optimizer,
-        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=config.max_train_steps * accelerator.num_processes,
-    )
+    lr_scheduler = build_lr_scheduler(config, optimizer, accelerator.num_processes)
     objective, optimizer, lr_scheduler = accelerator.prepare(objective, optimizer, lr_scheduler)
     if config.report_to:
         accelerator.init_trackers(config.tracker_project_name, config={k: str(v) for k, v in config.to_dict().items()})

@@ -29,7 +29,6 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from modeling_pyratok import (
     PyraTokARPrior,
@@ -46,6 +45,7 @@ from pyratok.training.run_guard import OutputDirLock, stop_with_parent
 from pyratok.training.token_stream import TokenBatchStream
 from pyratok.training.train import (
     JsonlLog,
+    build_lr_scheduler,
     check_resumed_optimizer,
     load_checkpoint,
     resolve_resume_path,
@@ -190,12 +190,7 @@ def _train_prior(config: PriorTrainConfig, started: float) -> dict:
         eps=config.adam_epsilon,
         weight_decay=config.weight_decay,
     )
-    lr_scheduler = get_scheduler(
-        config.lr_scheduler,
-        optimizer,
-        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=config.max_train_steps * accelerator.num_processes,
-    )
+    lr_scheduler = build_lr_scheduler(config, optimizer, accelerator.num_processes)
     objective, optimizer, lr_scheduler = accelerator.prepare(objective, optimizer, lr_scheduler)
     stream = TokenBatchStream(
         ids, captions, keys, config.batch_size, config.seed, config.shuffle,
