@@ -49,7 +49,7 @@ from modeling_pyratok.tokens_pyratok import ORDERS, PyraTokTokenLayout
 from pyratok.cli import model_fingerprint
 from pyratok.data_sources import GLOB_CHARS, is_remote, resolve_data_files
 from pyratok.training.data import VideoClipStream, VideoDataConfig, _video_source
-from pyratok.training.tar_shards import SAMPLE_ERROR_KEY, SHARD_ERROR_KEY, first_columns
+from pyratok.training.tar_shards import first_columns
 from pyratok.video_io import VideoDecodeError, read_video, resize_and_crop, video_to_tensor
 
 logger = logging.getLogger(__name__)
@@ -220,19 +220,8 @@ class _OnePassReader(VideoClipStream):
         """`(caption, clip (3, T, H, W) in [-1, 1])`, or None (skipped and counted)."""
         cfg = self.config
         shard = raw.get("__url__")
-        if SHARD_ERROR_KEY in raw:
-            self._skip("skipped_bad_shard", key, raw[SHARD_ERROR_KEY], shard)
-            return None
-        if SAMPLE_ERROR_KEY in raw:
-            self._skip("skipped_corrupt", key, raw[SAMPLE_ERROR_KEY], shard)
-            return None
-        try:
-            caption = self._caption(raw.get(cfg.caption_column))
-        except (ValueError, UnicodeDecodeError) as err:
-            self._skip("skipped_no_caption", key, f"unreadable caption: {type(err).__name__}: {err}", shard)
-            return None
+        caption = self.sample_caption(raw, key)  # the training reader's checks and skip counts
         if caption is None:
-            self._skip("skipped_no_caption", key, f"no caption in column {cfg.caption_column!r}", shard)
             return None
         num_frames = cfg.num_frames[0]
         (height, width), = cfg.resolutions

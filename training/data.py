@@ -333,12 +333,12 @@ class VideoClipStream(Iterator[dict]):
         best = min(self.config.resolutions, key=lambda r: abs(math.log(r[1] / r[0]) - aspect))
         return best[0], best[1]
 
-    def _load_clip(self, index: int, raw: dict, key: str) -> tuple[str, torch.Tensor] | None:
-        """`(caption, clip (3, T, H, W))` or None (skipped and counted)."""
+    def sample_caption(self, raw: dict, key: str) -> str | None:
+        """The caption of a raw sample, or None when the sample is skipped (and counted): a bad shard, a corrupt
+        sample, an unreadable or missing caption."""
         cfg = self.config
         shard = raw.get("__url__")
         if SHARD_ERROR_KEY in raw:
-            self._bad_shards[shard] = raw[SHARD_ERROR_KEY]
             self._skip("skipped_bad_shard", key, raw[SHARD_ERROR_KEY], shard)
             return None
         if SAMPLE_ERROR_KEY in raw:
@@ -351,6 +351,16 @@ class VideoClipStream(Iterator[dict]):
             return None
         if caption is None:
             self._skip("skipped_no_caption", key, f"no caption in column {cfg.caption_column!r}", shard)
+        return caption
+
+    def _load_clip(self, index: int, raw: dict, key: str) -> tuple[str, torch.Tensor] | None:
+        """`(caption, clip (3, T, H, W))` or None (skipped and counted)."""
+        cfg = self.config
+        shard = raw.get("__url__")
+        if SHARD_ERROR_KEY in raw:
+            self._bad_shards[shard] = raw[SHARD_ERROR_KEY]
+        caption = self.sample_caption(raw, key)
+        if caption is None:
             return None
         generator = self._generator(index)
         num_frames = cfg.num_frames[int(torch.randint(len(cfg.num_frames), (1,), generator=generator))]
